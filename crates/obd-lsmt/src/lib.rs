@@ -1,0 +1,5 @@
+//! LSMT: overlaybd's layered block-diff format.
+
+#![forbid(unsafe_code)]
+
+pub mod layout;

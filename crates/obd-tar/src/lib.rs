@@ -1,0 +1,1 @@
+//! Tar wrapper (placeholder until implemented).
