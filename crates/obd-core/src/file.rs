@@ -87,6 +87,10 @@ impl ReadAt for FileDevice {
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
     }
+
+    fn file_region(&self) -> Option<(&File, u64)> {
+        Some((&self.file, 0))
+    }
 }
 
 impl BlockDevice for FileDevice {

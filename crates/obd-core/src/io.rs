@@ -24,6 +24,12 @@ pub trait ReadAt: Send + Sync {
         None
     }
 
+    /// When this source is a plain byte range of a local file: that file and the file offset
+    /// of this source's byte 0. Lets bulk copies use `copy_file_range` instead of reading.
+    fn file_region(&self) -> Option<(&std::fs::File, u64)> {
+        None
+    }
+
     /// Read `len` bytes at `offset` into a new vector.
     fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut v = vec![0u8; len];
@@ -67,6 +73,7 @@ macro_rules! forward_read_at {
                 (**self).read_exact_at(buf, offset)
             }
             fn path(&self) -> Option<&Path> { (**self).path() }
+            fn file_region(&self) -> Option<(&std::fs::File, u64)> { (**self).file_region() }
         }
     )*};
 }
@@ -102,6 +109,9 @@ impl<R: ReadAt> ReadAt for ReadOnly<R> {
     }
     fn path(&self) -> Option<&Path> {
         self.0.path()
+    }
+    fn file_region(&self) -> Option<(&std::fs::File, u64)> {
+        self.0.file_region()
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::io::check_range;
-use crate::{ReadAt, Result, ResultExt};
+use crate::{Error, ReadAt, Result, ResultExt};
 
 /// The bytes `[start, start + len)` of `inner`, presented as a source of its own.
 #[derive(Debug, Clone)]
@@ -41,8 +41,6 @@ impl<R: ReadAt> Slice<R> {
     }
 }
 
-use crate::Error;
-
 impl<R: ReadAt> ReadAt for Slice<R> {
     fn size(&self) -> u64 {
         self.len
@@ -59,5 +57,9 @@ impl<R: ReadAt> ReadAt for Slice<R> {
 
     fn path(&self) -> Option<&Path> {
         self.inner.path()
+    }
+
+    fn file_region(&self) -> Option<(&std::fs::File, u64)> {
+        self.inner.file_region().map(|(f, base)| (f, base + self.start))
     }
 }
