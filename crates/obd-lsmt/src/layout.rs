@@ -134,7 +134,9 @@ impl HeaderTrailer {
         }
         for (name, u) in [("uuid", &self.uuid), ("parent uuid", &self.parent_uuid)] {
             if u.len() > 36 {
-                return Err(Error::invalid_input(format!("{name} '{u}' is longer than 36 chars")));
+                return Err(Error::invalid_input(format!(
+                    "{name} '{u}' is longer than 36 chars"
+                )));
             }
         }
         let mut b = [0u8; HT_SIZE];
@@ -212,8 +214,13 @@ impl Segment {
     }
 
     /// The padding entry used to fill index blocks.
-    pub const PADDING: Segment =
-        Segment { offset: INVALID_OFFSET, length: 0, moffset: 0, zeroed: false, tag: 0 };
+    pub const PADDING: Segment = Segment {
+        offset: INVALID_OFFSET,
+        length: 0,
+        moffset: 0,
+        zeroed: false,
+        tag: 0,
+    };
 
     /// Decode 16 bytes.
     pub fn decode(b: &[u8; SEGMENT_SIZE]) -> Segment {
@@ -248,7 +255,9 @@ impl Segment {
             || self.length > MAX_SEGMENT_SECTORS
             || self.moffset > MAX_MOFFSET
         {
-            return Err(Error::invalid_input(format!("segment {self:?} does not fit on disk")));
+            return Err(Error::invalid_input(format!(
+                "segment {self:?} does not fit on disk"
+            )));
         }
         Ok(())
     }
@@ -256,7 +265,7 @@ impl Segment {
 
 /// Decode a run of 16-byte entries. Trailing bytes that do not form a whole entry are an error.
 pub fn decode_segments(buf: &[u8]) -> Result<Vec<Segment>> {
-    if buf.len() % SEGMENT_SIZE != 0 {
+    if !buf.len().is_multiple_of(SEGMENT_SIZE) {
         return Err(Error::corrupt(format!(
             "index area of {} bytes is not a multiple of {SEGMENT_SIZE}",
             buf.len()
@@ -294,7 +303,16 @@ mod tests {
             b[8..].copy_from_slice(&0x0080_0000_0000_0120u64.to_le_bytes());
             b
         });
-        assert_eq!(s, Segment { offset: 4224, length: 32, moffset: 288, zeroed: true, tag: 0 });
+        assert_eq!(
+            s,
+            Segment {
+                offset: 4224,
+                length: 32,
+                moffset: 288,
+                zeroed: true,
+                tag: 0
+            }
+        );
         assert_eq!(Segment::decode(&s.encode()), s);
         let p = Segment::PADDING;
         assert_eq!(p.encode()[..8], 0x0003_FFFF_FFFF_FFFFu64.to_le_bytes());
