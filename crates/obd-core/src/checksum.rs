@@ -23,7 +23,11 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
             }
         }
         crc
@@ -34,7 +38,10 @@ mod tests {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
         for seed in [0, 100_007, 0xFFFF_FFFF, 0x1234_5678] {
             for len in [0, 1, 7, 64, 1000] {
-                assert_eq!(crc32c_raw(seed, &data[..len]), reference(seed, &data[..len]));
+                assert_eq!(
+                    crc32c_raw(seed, &data[..len]),
+                    reference(seed, &data[..len])
+                );
             }
         }
     }

@@ -60,7 +60,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), path: None, offset: None, os_error: None }
+        Error {
+            kind,
+            message: message.into(),
+            path: None,
+            offset: None,
+            os_error: None,
+        }
     }
 
     /// Inconsistent on-disk data.
@@ -221,7 +227,9 @@ mod tests {
 
     #[test]
     fn display_names_file_and_offset() {
-        let e = Error::corrupt("bad magic").at_offset(512).with_path("/x/layer");
+        let e = Error::corrupt("bad magic")
+            .at_offset(512)
+            .with_path("/x/layer");
         assert_eq!(e.to_string(), "/x/layer: at offset 512: bad magic");
         assert_eq!(e.kind(), ErrorKind::Corrupt);
         assert_eq!(e.errno(), libc::EIO);

@@ -44,8 +44,16 @@ impl FileDevice {
     /// Wrap an already open file. `path` is used in error messages.
     pub fn from_file(file: File, path: impl AsRef<Path>, writable: bool) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let size = file.metadata().map_err(|e| Error::io("stat", e).with_path(&path))?.len();
-        Ok(FileDevice { file, path, size: AtomicU64::new(size), writable })
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io("stat", e).with_path(&path))?
+            .len();
+        Ok(FileDevice {
+            file,
+            path,
+            size: AtomicU64::new(size),
+            writable,
+        })
     }
 
     /// The underlying file.
@@ -55,7 +63,9 @@ impl FileDevice {
 
     /// Resize the file (and the device) to `size` bytes.
     pub fn set_len(&self, size: u64) -> Result<()> {
-        self.file.set_len(size).map_err(|e| Error::io("truncate", e).with_path(&self.path))?;
+        self.file
+            .set_len(size)
+            .map_err(|e| Error::io("truncate", e).with_path(&self.path))?;
         self.size.store(size, Ordering::Release);
         Ok(())
     }
@@ -71,13 +81,15 @@ impl ReadAt for FileDevice {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        check_range(self.size(), offset, buf.len() as u64)
-            .map_err(|e| e.with_path(&self.path))?;
+        check_range(self.size(), offset, buf.len() as u64).map_err(|e| e.with_path(&self.path))?;
         self.file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::new(ErrorKind::OutOfRange, "file is shorter than expected (truncated?)")
-                    .at_offset(offset)
-                    .with_path(&self.path)
+                Error::new(
+                    ErrorKind::OutOfRange,
+                    "file is shorter than expected (truncated?)",
+                )
+                .at_offset(offset)
+                .with_path(&self.path)
             } else {
                 self.err("read", e, offset)
             }
@@ -101,12 +113,16 @@ impl BlockDevice for FileDevice {
                 .with_path(&self.path));
         }
         check_range(self.size(), offset, buf.len() as u64).map_err(|e| e.with_path(&self.path))?;
-        self.file.write_all_at(buf, offset).map_err(|e| self.err("write", e, offset))
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.err("write", e, offset))
     }
 
     fn flush(&self) -> Result<()> {
         if self.writable {
-            self.file.sync_data().map_err(|e| Error::io("fsync", e).with_path(&self.path))?;
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io("fsync", e).with_path(&self.path))?;
         }
         Ok(())
     }

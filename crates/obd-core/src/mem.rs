@@ -19,7 +19,9 @@ impl MemDevice {
 
     /// A device holding `data`.
     pub fn from_vec(data: Vec<u8>) -> Self {
-        MemDevice { data: RwLock::new(data) }
+        MemDevice {
+            data: RwLock::new(data),
+        }
     }
 
     /// A copy of the current contents.

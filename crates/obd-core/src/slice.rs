@@ -60,6 +60,8 @@ impl<R: ReadAt> ReadAt for Slice<R> {
     }
 
     fn file_region(&self) -> Option<(&std::fs::File, u64)> {
-        self.inner.file_region().map(|(f, base)| (f, base + self.start))
+        self.inner
+            .file_region()
+            .map(|(f, base)| (f, base + self.start))
     }
 }

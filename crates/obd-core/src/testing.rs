@@ -13,8 +13,16 @@ use crate::{BlockDevice, ErrorKind, ReadAt};
 /// returning short or made-up data.
 pub fn check_read_at<R: ReadAt + ?Sized>(src: &R, expected: &[u8], align: u64, seed: u64) {
     let size = expected.len() as u64;
-    assert_eq!(src.size(), size, "size() differs from the expected content length");
-    assert_eq!(size % align, 0, "test content must be a multiple of the alignment");
+    assert_eq!(
+        src.size(),
+        size,
+        "size() differs from the expected content length"
+    );
+    assert_eq!(
+        size % align,
+        0,
+        "test content must be a multiple of the alignment"
+    );
     let check = |off: u64, len: u64| {
         let mut buf = vec![0xA5u8; len as usize];
         src.read_exact_at(&mut buf, off)
@@ -22,7 +30,10 @@ pub fn check_read_at<R: ReadAt + ?Sized>(src: &R, expected: &[u8], align: u64, s
         let want = &expected[off as usize..(off + len) as usize];
         if buf != want {
             let i = buf.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
-            panic!("read of {len} at {off}: first difference at device offset {}", off + i as u64);
+            panic!(
+                "read of {len} at {off}: first difference at device offset {}",
+                off + i as u64
+            );
         }
     };
     check(0, 0);
@@ -42,14 +53,20 @@ pub fn check_read_at<R: ReadAt + ?Sized>(src: &R, expected: &[u8], align: u64, s
     }
     // Reads past the end fail, never come back short.
     let mut buf = vec![0u8; align as usize];
-    let e = src.read_exact_at(&mut buf, size).expect_err("read at the end must fail");
+    let e = src
+        .read_exact_at(&mut buf, size)
+        .expect_err("read at the end must fail");
     assert_eq!(e.kind(), ErrorKind::OutOfRange, "read past end: {e}");
     if size >= align {
         let mut buf = vec![0u8; 2 * align as usize];
-        let e = src.read_exact_at(&mut buf, size - align).expect_err("straddling read must fail");
+        let e = src
+            .read_exact_at(&mut buf, size - align)
+            .expect_err("straddling read must fail");
         assert_eq!(e.kind(), ErrorKind::OutOfRange, "straddling read: {e}");
     }
-    let e = src.read_exact_at(&mut buf, u64::MAX - 1).expect_err("huge offset must fail");
+    let e = src
+        .read_exact_at(&mut buf, u64::MAX - 1)
+        .expect_err("huge offset must fail");
     assert_eq!(e.kind(), ErrorKind::OutOfRange, "huge offset: {e}");
 }
 
@@ -58,8 +75,14 @@ pub fn check_read_at<R: ReadAt + ?Sized>(src: &R, expected: &[u8], align: u64, s
 /// The device's current contents are taken as the starting point.
 pub fn check_block_device<D: BlockDevice + ?Sized>(dev: &D, align: u64, ops: usize, seed: u64) {
     let size = dev.size();
-    assert_eq!(size % align, 0, "device size must be a multiple of the alignment");
-    let mut model = dev.read_vec(0, size as usize).expect("initial read of the whole device");
+    assert_eq!(
+        size % align,
+        0,
+        "device size must be a multiple of the alignment"
+    );
+    let mut model = dev
+        .read_vec(0, size as usize)
+        .expect("initial read of the whole device");
     let units = size / align;
     let mut rng = StdRng::seed_from_u64(seed);
     let max_units = ((1u64 << 20) / align).max(1);
@@ -83,7 +106,9 @@ pub fn check_block_device<D: BlockDevice + ?Sized>(dev: &D, align: u64, ops: usi
                     .unwrap_or_else(|e| panic!("step {step}: discard {len} at {off}: {e}"));
                 model[off as usize..(off + len) as usize].fill(0);
             }
-            6 => dev.flush().unwrap_or_else(|e| panic!("step {step}: flush: {e}")),
+            6 => dev
+                .flush()
+                .unwrap_or_else(|e| panic!("step {step}: flush: {e}")),
             _ => {
                 let got = dev
                     .read_vec(off, len as usize)
@@ -98,7 +123,9 @@ pub fn check_block_device<D: BlockDevice + ?Sized>(dev: &D, align: u64, ops: usi
     dev.flush().expect("final flush");
     let all = dev.read_vec(0, size as usize).expect("final read");
     assert!(all == model, "final contents differ from the model");
-    let e = dev.write_at(&vec![0u8; align as usize], size).expect_err("write past end must fail");
+    let e = dev
+        .write_at(&vec![0u8; align as usize], size)
+        .expect_err("write past end must fail");
     assert!(
         matches!(e.kind(), ErrorKind::OutOfRange | ErrorKind::InvalidInput),
         "write past end: {e}"

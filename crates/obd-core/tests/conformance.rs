@@ -26,7 +26,10 @@ fn file_device() {
     check_read_at(&ro, &data, 512, 3);
     check_concurrent_reads(&ro, &data, 512);
     assert!(ro.is_read_only());
-    assert_eq!(ro.write_at(&[0; 512], 0).unwrap_err().kind(), ErrorKind::ReadOnly);
+    assert_eq!(
+        ro.write_at(&[0; 512], 0).unwrap_err().kind(),
+        ErrorKind::ReadOnly
+    );
 
     let rw = FileDevice::open_rw(&path).unwrap();
     check_block_device(&rw, 4096, 300, 4);

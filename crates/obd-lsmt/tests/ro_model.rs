@@ -188,7 +188,7 @@ fn check_stack(seed: u64, nlayers: usize, vsectors: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn random_stacks_match_the_model(seed in any::<u64>(), nlayers in 1usize..=8, vsectors in 1u64..=700) {

@@ -50,8 +50,14 @@ impl DeviceConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read device config {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| {
-            format!("{}: invalid device config", path.display())
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            anyhow::anyhow!(
+                "{}: invalid device config at '{at}': {}",
+                path.display(),
+                e.into_inner()
+            )
         })
     }
 
@@ -64,7 +70,10 @@ impl DeviceConfig {
                 continue;
             }
             if let Some(dir) = &l.dir {
-                let found = DIR_LAYER_NAMES.iter().map(|n| dir.join(n)).find(|p| p.exists());
+                let found = DIR_LAYER_NAMES
+                    .iter()
+                    .map(|n| dir.join(n))
+                    .find(|p| p.exists());
                 if let Some(p) = found {
                     lowers.push(p);
                     continue;
@@ -80,7 +89,10 @@ impl DeviceConfig {
             bail!("lowers[{i}]: neither 'file' nor a 'dir' holding a committed layer");
         }
         let upper = match &self.upper {
-            Some(Upper { data: Some(d), index: Some(i) }) => Some((d.clone(), i.clone())),
+            Some(Upper {
+                data: Some(d),
+                index: Some(i),
+            }) => Some((d.clone(), i.clone())),
             _ => None,
         };
         Ok((lowers, upper))

@@ -59,13 +59,35 @@ pub fn lsmt_header(src: &dyn ReadAt) -> Option<HeaderTrailer> {
     HeaderTrailer::decode(&head).ok()
 }
 
+/// Whether `src` ends with a sealed LSMT trailer: a committed layer, or a writable data file
+/// sealed in place (whose header still says "writable").
+pub fn has_sealed_trailer(src: &dyn ReadAt) -> bool {
+    let size = src.size();
+    if size < 8192 {
+        return false;
+    }
+    src.read_vec(size - 4096, 4096)
+        .ok()
+        .and_then(|t| HeaderTrailer::decode(&t).ok())
+        .is_some_and(|t| t.is_trailer() && t.is_data_file() && t.is_sealed())
+}
+
+/// Whether `src` is a writable layer's data file that has not been sealed.
+pub fn is_unsealed_writable(src: &dyn ReadAt) -> bool {
+    lsmt_header(src).is_some_and(|h| h.is_header() && h.is_data_file() && !h.is_sealed())
+        && !has_sealed_trailer(src)
+}
+
 /// Open a writable layer (append or sparse, as its data file's header says).
 pub fn open_writable(data: &Path, index: &Path) -> Result<Box<dyn WritableLayer>> {
     let dev = FileDevice::open(data)?;
     let Some(h) = lsmt_header(&dev) else {
-        bail!("{}: not an LSMT writable data file (no LSMT header)", data.display());
+        bail!(
+            "{}: not an LSMT writable data file (no LSMT header)",
+            data.display()
+        );
     };
-    if !h.is_header() || !h.is_data_file() || h.is_sealed() {
+    if !h.is_header() || !h.is_data_file() || h.is_sealed() || has_sealed_trailer(&dev) {
         bail!(
             "{}: not a writable LSMT data file (flags {:#x}: {})",
             data.display(),
@@ -103,8 +125,8 @@ fn classify(files: &[PathBuf]) -> Result<Vec<Part>> {
     while i < files.len() {
         let path = &files[i];
         let dev = FileDevice::open(path)?;
-        match lsmt_header(&dev) {
-            Some(h) if h.is_header() && h.is_data_file() && !h.is_sealed() => {
+        match is_unsealed_writable(&dev) {
+            true => {
                 let index = files.get(i + 1).with_context(|| {
                     format!(
                         "{} is a writable layer's data file: give its index file right after it",
@@ -114,7 +136,7 @@ fn classify(files: &[PathBuf]) -> Result<Vec<Part>> {
                 parts.push(Part::Upper(path.clone(), index.clone()));
                 i += 2;
             }
-            _ => {
+            false => {
                 parts.push(Part::Layer(path.clone()));
                 i += 1;
             }

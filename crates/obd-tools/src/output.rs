@@ -24,7 +24,9 @@ impl Output {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+                }
             }
         }
         let mut file = OpenOptions::new()
@@ -34,11 +36,19 @@ impl Output {
             .mode(0o644)
             .open(path)
             .with_context(|| {
-                format!("cannot create {} (use -f to replace an existing file)", path.display())
+                format!(
+                    "cannot create {} (use -f to replace an existing file)",
+                    path.display()
+                )
             })?;
         let base = if tar { obd_tar::layout::HEADER_LEN } else { 0 };
         file.seek(SeekFrom::Start(base))?;
-        Ok(Output { file, path: path.to_path_buf(), tar, base })
+        Ok(Output {
+            file,
+            path: path.to_path_buf(),
+            tar,
+            base,
+        })
     }
 
     /// The file, positioned at the start of the payload.
@@ -76,12 +86,18 @@ impl Output {
             let meta = obd_tar::EntryMeta::default();
             let header = obd_tar::layout::wrap_header(&meta.name, size, meta.mode, meta.mtime)?;
             if header.len() as u64 != self.base {
-                bail!("internal error: tar header is {} bytes, expected {}", header.len(), self.base);
+                bail!(
+                    "internal error: tar header is {} bytes, expected {}",
+                    header.len(),
+                    self.base
+                );
             }
             self.file.write_all_at(&header, 0)?;
             self.file.write_all(&obd_tar::layout::trailer(size))?;
         }
-        self.file.sync_all().with_context(|| format!("cannot sync {}", self.path.display()))?;
+        self.file
+            .sync_all()
+            .with_context(|| format!("cannot sync {}", self.path.display()))?;
         Ok(self.file.seek(SeekFrom::End(0))?)
     }
 }

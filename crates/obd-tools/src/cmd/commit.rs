@@ -82,18 +82,30 @@ pub struct CommitArgs {
 /// Run the command.
 pub fn run(a: &CommitArgs) -> Result<()> {
     if a.turbo_oci {
-        return not_supported_yet("--turboOCI", "TurboOCI layers arrive with the conversion work");
+        return not_supported_yet(
+            "--turboOCI",
+            "TurboOCI layers arrive with the conversion work",
+        );
     }
     if a.upload.is_some() || a.upload_bs.is_some() || a.cred_file_path.is_some() {
-        return not_supported_yet("--upload", "registry upload arrives with the registry client");
+        return not_supported_yet(
+            "--upload",
+            "registry upload arrives with the registry client",
+        );
     }
     if a.tls_key_path.is_some() || a.tls_cert_path.is_some() {
-        return not_supported_yet("--tls_key_path/--tls_cert_path", "they only apply to --upload");
+        return not_supported_yet(
+            "--tls_key_path/--tls_cert_path",
+            "they only apply to --upload",
+        );
     }
     if let Some(m) = &a.message
         && m.len() > obd_lsmt::layout::MAX_USER_TAG
     {
-        bail!("commit message is {} bytes; at most 256 are allowed", m.len());
+        bail!(
+            "commit message is {} bytes; at most 256 are allowed",
+            m.len()
+        );
     }
     for u in [&a.uuid, &a.parent_uuid].into_iter().flatten() {
         uuid::Uuid::parse_str(u).with_context(|| format!("invalid UUID '{u}'"))?;
@@ -102,7 +114,9 @@ pub fn run(a: &CommitArgs) -> Result<()> {
         return seal(a);
     }
     let threads = a.compress_threads.unwrap_or_else(default_threads);
-    let zopts = a.compress.then(|| zfile_options(&a.algorithm, a.block_size_kib, threads));
+    let zopts = a
+        .compress
+        .then(|| zfile_options(&a.algorithm, a.block_size_kib, threads));
     let zopts = zopts.transpose()?;
     let mut meta = CommitMeta {
         uuid: a.uuid.clone(),
@@ -111,7 +125,10 @@ pub fn run(a: &CommitArgs) -> Result<()> {
         user_tag: a.message.clone().unwrap_or_default().into_bytes(),
     };
     let (out_path, stats) = if a.commit_sealed {
-        let out = a.index_file.clone().context("--commit_sealed needs: SEALED_FILE OUTPUT")?;
+        let out = a
+            .index_file
+            .clone()
+            .context("--commit_sealed needs: SEALED_FILE OUTPUT")?;
         if a.commit_file.is_some() {
             bail!("--commit_sealed takes two files: SEALED_FILE OUTPUT");
         }
@@ -134,7 +151,10 @@ pub fn run(a: &CommitArgs) -> Result<()> {
         (out, stats)
     } else {
         let index = a.index_file.as_ref().context("missing INDEX_FILE")?;
-        let out = a.commit_file.clone().context("missing COMMIT_FILE (the output)")?;
+        let out = a
+            .commit_file
+            .clone()
+            .context("missing COMMIT_FILE (the output)")?;
         let layer = open_writable(&a.data_file, index)?;
         let stats = write_layer(
             &out,
@@ -154,7 +174,10 @@ pub fn run(a: &CommitArgs) -> Result<()> {
 }
 
 fn seal(a: &CommitArgs) -> Result<()> {
-    let index = a.index_file.as_ref().context("--seal needs: DATA_FILE INDEX_FILE")?;
+    let index = a
+        .index_file
+        .as_ref()
+        .context("--seal needs: DATA_FILE INDEX_FILE")?;
     if a.commit_file.is_some() || a.compress || a.tar {
         bail!("--seal works in place on DATA_FILE INDEX_FILE; it takes no output, -z or -t");
     }
@@ -186,7 +209,8 @@ pub fn write_layer(
         None => {
             let mut w = BufWriter::with_capacity(1 << 20, out.file());
             let stats = to_writer(&mut w)?;
-            w.flush().with_context(|| format!("cannot write {}", path.display()))?;
+            w.flush()
+                .with_context(|| format!("cannot write {}", path.display()))?;
             stats
         }
         Some(opts) => {
@@ -196,7 +220,8 @@ pub fn write_layer(
             let fin = zw.finish()?;
             warn_upstream_unreadable(path, &fin.upstream_unreadable);
             let mut w = fin.writer;
-            w.flush().with_context(|| format!("cannot write {}", path.display()))?;
+            w.flush()
+                .with_context(|| format!("cannot write {}", path.display()))?;
             drop(w);
             out.write_payload_at(&fin.header, 0)?;
             stats

@@ -49,7 +49,10 @@ pub struct CreateArgs {
 /// Run the command.
 pub fn run(a: &CreateArgs) -> Result<()> {
     if a.turbo_oci {
-        return not_supported_yet("--turboOCI", "TurboOCI layers arrive with the conversion work");
+        return not_supported_yet(
+            "--turboOCI",
+            "TurboOCI layers arrive with the conversion work",
+        );
     }
     if a.mkfs {
         return not_supported_yet("--mkfs", "ext4 creation arrives with the image service");
@@ -86,7 +89,10 @@ pub fn run(a: &CreateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let opts = CreateOptions { uuid: a.uuid.clone(), parent_uuid: a.parent_uuid.clone() };
+    let opts = CreateOptions {
+        uuid: a.uuid.clone(),
+        parent_uuid: a.parent_uuid.clone(),
+    };
     if a.sparse {
         SparseLayer::create(&a.data_file, &a.index_file, vsize, opts.clone())?;
     } else {

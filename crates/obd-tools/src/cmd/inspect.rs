@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use obd_lsmt::LsmtLayer;
 
@@ -32,12 +32,18 @@ pub fn run(a: &InspectArgs) -> Result<()> {
 /// Describe one file.
 pub fn describe(path: &Path) -> Result<String> {
     let mut s = String::new();
-    let size = std::fs::metadata(path)?.len();
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .len();
     writeln!(s, "file: {}", path.display())?;
     writeln!(s, "size: {size}")?;
     let blob = open_blob(path)?;
     match blob.tar_offset {
-        Some(off) => writeln!(s, "tar: payload at offset {off}, {} bytes", blob.payload_size)?,
+        Some(off) => writeln!(
+            s,
+            "tar: payload at offset {off}, {} bytes",
+            blob.payload_size
+        )?,
         None => writeln!(s, "tar: no")?,
     }
     match &blob.zfile {
@@ -48,7 +54,11 @@ pub fn describe(path: &Path) -> Result<String> {
             writeln!(s, "zfile.block_size: {}", info.block_size)?;
             writeln!(s, "zfile.blocks: {}", info.blocks)?;
             writeln!(s, "zfile.crc: {}", yes_no(info.verify))?;
-            writeln!(s, "zfile.header_overwrite: {}", yes_no(info.header_overwrite))?;
+            writeln!(
+                s,
+                "zfile.header_overwrite: {}",
+                yes_no(info.header_overwrite)
+            )?;
             writeln!(s, "zfile.compressed_size: {}", info.compressed_size)?;
             writeln!(s, "zfile.original_size: {}", info.original_size)?;
             if info.original_size > 0 {
@@ -63,8 +73,11 @@ pub fn describe(path: &Path) -> Result<String> {
         writeln!(s, "lsmt: no (content is not an LSMT layer)")?;
         return Ok(s);
     };
+    let sealed = h.is_sealed() || crate::layer::has_sealed_trailer(inner);
     let kind = if h.is_sealed() {
-        "read-only (committed or sealed)"
+        "read-only (committed)"
+    } else if sealed {
+        "read-only (writable layer sealed in place)"
     } else if !h.is_data_file() {
         "writable layer index file"
     } else if h.is_sparse_rw() {
@@ -73,12 +86,25 @@ pub fn describe(path: &Path) -> Result<String> {
         "writable layer data file (append)"
     };
     writeln!(s, "lsmt: {kind}")?;
-    writeln!(s, "lsmt.header_flags: {:#x} ({})", h.flags, describe_flags(&h))?;
-    if h.is_sealed() || (h.is_header() && h.is_data_file() && blob.zfile.is_some()) {
+    writeln!(
+        s,
+        "lsmt.header_flags: {:#x} ({})",
+        h.flags,
+        describe_flags(&h)
+    )?;
+    if sealed {
         let layer = LsmtLayer::open(blob.inner.clone())?;
         let segs = layer.segments();
-        let zeroed: u64 = segs.iter().filter(|g| g.zeroed).map(|g| u64::from(g.length)).sum();
-        let data: u64 = segs.iter().filter(|g| !g.zeroed).map(|g| u64::from(g.length)).sum();
+        let zeroed: u64 = segs
+            .iter()
+            .filter(|g| g.zeroed)
+            .map(|g| u64::from(g.length))
+            .sum();
+        let data: u64 = segs
+            .iter()
+            .filter(|g| !g.zeroed)
+            .map(|g| u64::from(g.length))
+            .sum();
         writeln!(s, "lsmt.vsize: {}", layer.vsize())?;
         writeln!(s, "lsmt.uuid: {}", layer.uuid())?;
         writeln!(s, "lsmt.parent_uuid: {}", layer.parent_uuid())?;
@@ -86,7 +112,11 @@ pub fn describe(path: &Path) -> Result<String> {
         writeln!(s, "lsmt.data_bytes: {}", data * 512)?;
         writeln!(s, "lsmt.zeroed_bytes: {}", zeroed * 512)?;
         if !layer.user_tag().is_empty() {
-            writeln!(s, "lsmt.message: {}", String::from_utf8_lossy(layer.user_tag()))?;
+            writeln!(
+                s,
+                "lsmt.message: {}",
+                String::from_utf8_lossy(layer.user_tag())
+            )?;
         }
     } else {
         writeln!(s, "lsmt.vsize: {}", h.virtual_size)?;

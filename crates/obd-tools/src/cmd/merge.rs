@@ -65,10 +65,16 @@ pub struct MergeArgs {
 /// Run the command.
 pub fn run(a: &MergeArgs) -> Result<()> {
     if a.upload.is_some() || a.upload_bs.is_some() || a.cred_file_path.is_some() {
-        return not_supported_yet("--upload", "registry upload arrives with the registry client");
+        return not_supported_yet(
+            "--upload",
+            "registry upload arrives with the registry client",
+        );
     }
     if a.tls_key_path.is_some() || a.tls_cert_path.is_some() {
-        return not_supported_yet("--tls_key_path/--tls_cert_path", "they only apply to --upload");
+        return not_supported_yet(
+            "--tls_key_path/--tls_cert_path",
+            "they only apply to --upload",
+        );
     }
     let (output, inputs) = a.inputs_and_output.split_last().context("missing output")?;
     let files = match inputs {
@@ -90,9 +96,16 @@ pub fn run(a: &MergeArgs) -> Result<()> {
         layers.push(open_blob(f)?.inner);
     }
     let stack = LayerStack::open(layers)?;
-    let meta = CommitMeta { uuid: a.uuid.clone(), ..CommitMeta::default() };
+    let meta = CommitMeta {
+        uuid: a.uuid.clone(),
+        ..CommitMeta::default()
+    };
     let zopts = if a.compress {
-        Some(zfile_options(&a.algorithm, a.block_size_kib, default_threads())?)
+        Some(zfile_options(
+            &a.algorithm,
+            a.block_size_kib,
+            default_threads(),
+        )?)
     } else {
         None
     };
@@ -105,7 +118,11 @@ pub fn run(a: &MergeArgs) -> Result<()> {
         &|f| obd_lsmt::merge_stack_to_file(&stack, f, &meta),
     )?;
     if a.verbose {
-        eprintln!("merged {} layers into {}: {stats:?}", files.len(), output.display());
+        eprintln!(
+            "merged {} layers into {}: {stats:?}",
+            files.len(),
+            output.display()
+        );
     }
     println!("overlaybd-merge has merged files SUCCESSFULLY");
     Ok(())

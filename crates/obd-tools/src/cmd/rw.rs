@@ -45,11 +45,17 @@ pub fn read(a: &ReadArgs) -> Result<()> {
     let dev = open_device(&a.layers)?;
     let size = obd_core::ReadAt::size(dev.as_ref());
     if a.offset > size {
-        bail!("--offset {} is beyond the end of the device ({size} bytes)", a.offset);
+        bail!(
+            "--offset {} is beyond the end of the device ({size} bytes)",
+            a.offset
+        );
     }
     let len = a.len.unwrap_or(size - a.offset);
     if a.offset.checked_add(len).is_none_or(|end| end > size) {
-        bail!("--offset {} --len {len} runs past the end of the device ({size} bytes)", a.offset);
+        bail!(
+            "--offset {} --len {len} runs past the end of the device ({size} bytes)",
+            a.offset
+        );
     }
     let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let mut buf = vec![0u8; 4 << 20];
@@ -76,7 +82,10 @@ pub fn read(a: &ReadArgs) -> Result<()> {
 /// Write stdin into the writable layer at `--offset`, then flush it durably.
 pub fn write(a: &WriteArgs) -> Result<()> {
     if a.offset % 512 != 0 {
-        bail!("--offset {} is not a multiple of 512 (LSMT writes whole sectors)", a.offset);
+        bail!(
+            "--offset {} is not a multiple of 512 (LSMT writes whole sectors)",
+            a.offset
+        );
     }
     let layer = open_writable(&a.data_file, &a.index_file)?;
     let dev: &dyn BlockDevice = layer.as_ref();

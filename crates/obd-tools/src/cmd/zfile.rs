@@ -54,7 +54,11 @@ pub fn run(a: &ZFileArgs) -> Result<()> {
     }
     let src = a.src.as_ref().context("missing SRC")?;
     let dst = a.dst.as_ref().context("missing DST")?;
-    if a.extract { extract(src, dst, a) } else { compress(src, dst, a) }
+    if a.extract {
+        extract(src, dst, a)
+    } else {
+        compress(src, dst, a)
+    }
 }
 
 fn verify(a: &ZFileArgs) -> Result<()> {
@@ -63,10 +67,14 @@ fn verify(a: &ZFileArgs) -> Result<()> {
         Some(p) if p == Path::new("-") => stdin_source()?,
         Some(p) => open_any(p)?,
     };
-    let name = a.src.as_ref().map_or("<stdin>".into(), |p| p.display().to_string());
+    let name = a
+        .src
+        .as_ref()
+        .map_or("<stdin>".into(), |p| p.display().to_string());
     let payload = obd_tar::open_payload(src)?;
     let z = ZFileReader::open(payload).with_context(|| format!("{name} is not a valid zfile"))?;
-    z.verify_all().with_context(|| format!("{name} is not a valid zfile blob"))?;
+    z.verify_all()
+        .with_context(|| format!("{name} is not a valid zfile blob"))?;
     println!("{name} is a valid zfile blob.");
     Ok(())
 }
@@ -77,7 +85,10 @@ fn open_any(p: &Path) -> Result<Arc<dyn ReadAt>> {
 
 fn stdin_source() -> Result<Arc<dyn ReadAt>> {
     let mut buf = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut buf).context("cannot read standard input")?;
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut buf)
+        .context("cannot read standard input")?;
     Ok(Arc::new(MemDevice::from_vec(buf)))
 }
 
@@ -95,7 +106,11 @@ fn compress(src: &Path, dst: &Path, a: &ZFileArgs) -> Result<()> {
     super::commit::warn_upstream_unreadable(dst, &fin.upstream_unreadable);
     let size = out.finish()?;
     if a.verbose {
-        eprintln!("{}: {total} bytes -> {}: {size} bytes", src.display(), dst.display());
+        eprintln!(
+            "{}: {total} bytes -> {}: {size} bytes",
+            src.display(),
+            dst.display()
+        );
     }
     println!("compress file {} as {} done", src.display(), dst.display());
     Ok(())
@@ -123,7 +138,8 @@ fn extract(src: &Path, dst: &Path, a: &ZFileArgs) -> Result<()> {
     let bar = bytes_bar(total, "extract");
     let threads = a.compress_threads.unwrap_or_else(default_threads).max(1);
     copy_parallel(&z, total, threads, |chunk| {
-        out.write_all(chunk).with_context(|| format!("cannot write {}", dst.display()))?;
+        out.write_all(chunk)
+            .with_context(|| format!("cannot write {}", dst.display()))?;
         bar.inc(chunk.len() as u64);
         Ok(())
     })?;
@@ -133,7 +149,11 @@ fn extract(src: &Path, dst: &Path, a: &ZFileArgs) -> Result<()> {
         eprintln!("note: {} holds an empty file", src.display());
     }
     if !to_stdout {
-        println!("decompress file {} as {} done", src.display(), dst.display());
+        println!(
+            "decompress file {} as {} done",
+            src.display(),
+            dst.display()
+        );
     }
     Ok(())
 }
@@ -168,7 +188,10 @@ pub fn copy_parallel(
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(obd_core::Error::corrupt("reader thread panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(obd_core::Error::corrupt("reader thread panicked")))
+                })
                 .collect()
         });
         for (buf, r) in bufs.iter().zip(results) {
