@@ -1,7 +1,7 @@
 //! The core devices pass the conformance suites they provide to everyone else.
 
 use obd_core::testing::{check_block_device, check_concurrent_reads, check_read_at};
-use obd_core::{BlockDevice, ErrorKind, FileDevice, MemDevice, ReadAt, ReadOnly, Slice};
+use obd_core::{BlockDevice, ErrorKind, FileDevice, MemDevice, ReadOnly, Slice};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + i / 4096) as u8).collect()

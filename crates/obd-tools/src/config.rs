@@ -42,6 +42,9 @@ pub struct Upper {
     pub data: Option<PathBuf>,
 }
 
+/// Local files of a device: the lowers bottom to top, and the upper's (data, index).
+pub type LayerFiles = (Vec<PathBuf>, Option<(PathBuf, PathBuf)>);
+
 /// File names searched in a layer `dir`, in order.
 pub const DIR_LAYER_NAMES: [&str; 3] = ["overlaybd.commit", ".commit", "overlaybd.sealed"];
 
@@ -62,7 +65,7 @@ impl DeviceConfig {
     }
 
     /// Resolve the lowers to local files and the upper to (data, index).
-    pub fn layer_files(&self) -> Result<(Vec<PathBuf>, Option<(PathBuf, PathBuf)>)> {
+    pub fn layer_files(&self) -> Result<LayerFiles> {
         let mut lowers = Vec::new();
         for (i, l) in self.lowers.iter().enumerate() {
             if let Some(f) = &l.file {

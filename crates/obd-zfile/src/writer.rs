@@ -12,7 +12,7 @@ use crate::layout::{
 use crate::pool::{Pool, compress_run};
 
 /// Input bytes per compression job (rounded to whole blocks).
-const JOB_BYTES: usize = 512 << 10;
+const JOB_BYTES: usize = 128 << 10;
 
 /// How to compress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,16 +101,32 @@ enum Engine {
 ///
 /// `flush` flushes `W` but keeps a partial block buffered; call [`finish`](Self::finish).
 pub struct ZFileWriter<W: Write> {
-    out: W,
+    sink: Sink<W>,
     opts: ZFileOptions,
     engine: Engine,
     chunk: Vec<u8>,
     chunk_len: usize,
     free_in: Vec<Vec<u8>>,
-    lens: Vec<u32>,
-    written: u64,
     raw_size: u64,
     failed: bool,
+}
+
+/// The output and what has been written to it.
+struct Sink<W> {
+    out: W,
+    lens: Vec<u32>,
+    written: u64,
+}
+
+impl<W: Write> Sink<W> {
+    fn emit(&mut self, data: &[u8], lens: &[u32]) -> Result<()> {
+        self.out
+            .write_all(data)
+            .map_err(|e| Error::io("write ZFile blocks", e))?;
+        self.lens.extend_from_slice(lens);
+        self.written += data.len() as u64;
+        Ok(())
+    }
 }
 
 impl<W: Write> ZFileWriter<W> {
@@ -133,14 +149,16 @@ impl<W: Write> ZFileWriter<W> {
         };
         let job = (JOB_BYTES / bs).max(1) * bs;
         Ok(ZFileWriter {
-            out,
+            sink: Sink {
+                out,
+                lens: Vec::new(),
+                written: HEADER_SIZE as u64,
+            },
             opts,
             engine,
             chunk: vec![0u8; job],
             chunk_len: 0,
             free_in: Vec::new(),
-            lens: Vec::new(),
-            written: HEADER_SIZE as u64,
             raw_size: 0,
             failed: false,
         })
@@ -156,12 +174,19 @@ impl<W: Write> ZFileWriter<W> {
         self.raw_size
     }
 
-    fn emit(&mut self, data: &[u8], lens: &[u32]) -> Result<()> {
-        self.out
-            .write_all(data)
-            .map_err(|e| Error::io("write ZFile blocks", e))?;
-        self.lens.extend_from_slice(lens);
-        self.written += data.len() as u64;
+    /// Compress on this thread `external` (whole chunks of the caller's data) or the
+    /// buffered chunk, in chunk-sized runs so the output stays in cache.
+    fn run_inline(&mut self, external: Option<&[u8]>) -> Result<()> {
+        let len = std::mem::take(&mut self.chunk_len);
+        let Engine::Inline { comp, output, lens } = &mut self.engine else {
+            return Ok(());
+        };
+        let input = external.unwrap_or(&self.chunk[..len]);
+        let bs = self.opts.block_size as usize;
+        for piece in input.chunks(self.chunk.len()) {
+            let n = compress_run(comp, self.opts.algorithm, bs, piece, output, lens)?;
+            self.sink.emit(&output[..n], lens)?;
+        }
         Ok(())
     }
 
@@ -170,37 +195,15 @@ impl<W: Write> ZFileWriter<W> {
         if self.chunk_len == 0 {
             return Ok(());
         }
-        let len = std::mem::take(&mut self.chunk_len);
-        let bs = self.opts.block_size as usize;
         match &mut self.engine {
-            Engine::Inline { comp, output, lens } => {
-                let mut output = std::mem::take(output);
-                let mut lens = std::mem::take(lens);
-                let n = compress_run(
-                    comp,
-                    self.opts.algorithm,
-                    bs,
-                    &self.chunk[..len],
-                    &mut output,
-                    &mut lens,
-                )?;
-                let r = self.emit(&output[..n], &lens);
-                if let Engine::Inline {
-                    output: o, lens: l, ..
-                } = &mut self.engine
-                {
-                    *o = output;
-                    *l = lens;
-                }
-                r
-            }
+            Engine::Inline { .. } => self.run_inline(None),
             Engine::Threads(pool) => {
                 let next = self
                     .free_in
                     .pop()
                     .unwrap_or_else(|| vec![0u8; self.chunk.len()]);
                 let input = std::mem::replace(&mut self.chunk, next);
-                pool.submit(input, len)?;
+                pool.submit(input, std::mem::take(&mut self.chunk_len))?;
                 let limit = 2 * pool.threads() as u64;
                 while self.pool_in_flight() >= limit {
                     self.collect_one()?;
@@ -225,7 +228,7 @@ impl<W: Write> ZFileWriter<W> {
         let d = pool.next_done()?;
         d.result?;
         self.free_in.push(d.input);
-        let r = self.emit(&d.output[..d.used], &d.lens);
+        let r = self.sink.emit(&d.output[..d.used], &d.lens);
         if let Engine::Threads(pool) = &mut self.engine {
             pool.recycle(d.output, d.lens);
         }
@@ -240,6 +243,15 @@ impl<W: Write> ZFileWriter<W> {
         }
         let total = buf.len();
         while !buf.is_empty() {
+            let whole = buf.len() / self.chunk.len() * self.chunk.len();
+            if self.chunk_len == 0 && whole > 0 && matches!(self.engine, Engine::Inline { .. }) {
+                if let Err(e) = self.run_inline(Some(&buf[..whole])) {
+                    self.failed = true;
+                    return Err(e);
+                }
+                buf = &buf[whole..];
+                continue;
+            }
             let n = buf.len().min(self.chunk.len() - self.chunk_len);
             self.chunk[self.chunk_len..self.chunk_len + n].copy_from_slice(&buf[..n]);
             self.chunk_len += n;
@@ -266,28 +278,33 @@ impl<W: Write> ZFileWriter<W> {
         while self.pool_in_flight() > 0 {
             self.collect_one()?;
         }
-        let index_offset = self.written;
-        let mut raw = Vec::with_capacity(self.lens.len() * 4);
-        for l in &self.lens {
+        let index_offset = self.sink.written;
+        let mut raw = Vec::with_capacity(self.sink.lens.len() * 4);
+        for l in &self.sink.lens {
             raw.extend_from_slice(&l.to_le_bytes());
         }
-        self.out
+        self.sink
+            .out
             .write_all(&raw)
             .map_err(|e| Error::io("write ZFile index", e))?;
         let mut h = ZFileHeader::new(self.opts.block_size, self.opts.algorithm, self.opts.crc);
         h.index_offset = index_offset;
-        h.index_size = self.lens.len() as u64;
+        h.index_size = self.sink.lens.len() as u64;
         h.original_file_size = self.raw_size;
-        h.index_crc = index_crc(&self.lens);
+        h.index_crc = index_crc(&self.sink.lens);
         h.flags = FLAG_DATA | FLAG_SEALED | FLAG_DIGEST;
-        self.out
+        self.sink
+            .out
             .write_all(&h.encode())
             .map_err(|e| Error::io("write ZFile trailer", e))?;
-        self.out.flush().map_err(|e| Error::io("flush ZFile", e))?;
+        self.sink
+            .out
+            .flush()
+            .map_err(|e| Error::io("flush ZFile", e))?;
         h.flags = FLAG_HEADER | FLAG_DATA | FLAG_DIGEST | FLAG_HEADER_OVERWRITE;
         let header = h.encode();
-        let upstream_unreadable = upstream_unreadable_blocks(&self.lens, self.opts.block_size);
-        let ZFileWriter { out, lens, .. } = self;
+        let upstream_unreadable = upstream_unreadable_blocks(&self.sink.lens, self.opts.block_size);
+        let Sink { out, lens, .. } = self.sink;
         Ok(ZFileFinish {
             writer: out,
             header,
@@ -311,6 +328,6 @@ impl<W: Write> Write for ZFileWriter<W> {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        self.sink.out.flush()
     }
 }

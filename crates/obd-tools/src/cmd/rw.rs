@@ -81,7 +81,7 @@ pub fn read(a: &ReadArgs) -> Result<()> {
 
 /// Write stdin into the writable layer at `--offset`, then flush it durably.
 pub fn write(a: &WriteArgs) -> Result<()> {
-    if a.offset % 512 != 0 {
+    if !a.offset.is_multiple_of(512) {
         bail!(
             "--offset {} is not a multiple of 512 (LSMT writes whole sectors)",
             a.offset
@@ -99,7 +99,7 @@ pub fn write(a: &WriteArgs) -> Result<()> {
             break;
         }
         let mut n = n;
-        if n % 512 != 0 {
+        if !n.is_multiple_of(512) {
             if !a.pad {
                 bail!(
                     "input length is not a multiple of 512 bytes; pass --pad to zero-fill the \
