@@ -205,6 +205,10 @@ fn flipped_data_byte_is_a_checksum_error_naming_the_block() {
     assert!(r.read_vec(0, 4096).unwrap() == input()[..4096]);
     let e = r.verify_all().unwrap_err();
     assert_located(&e, &tmp.path, ErrorKind::Checksum);
+    // Whole-file extraction (multi-threaded) stops with the same error.
+    let e = obd_zfile::decompress_to(&r, std::io::sink()).unwrap_err();
+    assert_located(&e, &tmp.path, ErrorKind::Checksum);
+    assert_eq!(e.offset(), Some(512 + first_len));
 }
 
 #[test]
@@ -247,4 +251,30 @@ fn damaged_files_without_crc_do_not_panic() {
             }
         }
     }
+}
+
+#[test]
+fn parallel_extraction_reports_a_bad_block_late_in_the_file() {
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect();
+    let o = ZFileOptions {
+        algorithm: Algorithm::Zstd,
+        block_size: 4096,
+        crc: true,
+        threads: 2,
+    };
+    let mut z = compress_to_vec(&data, &o, false).unwrap();
+    let t = ZFileHeader::decode(&z[z.len() - 512..]).unwrap();
+    let target = t.index_offset as usize - 100; // inside the last block
+    z[target] ^= 0x80;
+    let (tmp, r) = open(&z);
+    let r = r.unwrap();
+    let e = obd_zfile::decompress_to(&r, std::io::sink()).unwrap_err();
+    assert_located(&e, &tmp.path, ErrorKind::Checksum);
+    assert!(
+        e.to_string()
+            .contains(&format!("block {}", t.index_size - 1)),
+        "{e}"
+    );
 }
