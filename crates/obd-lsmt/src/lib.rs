@@ -4,6 +4,8 @@
 
 pub mod compact;
 pub mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod layout;
 mod read;

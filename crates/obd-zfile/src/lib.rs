@@ -28,6 +28,8 @@
 
 mod codec;
 mod convert;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jump;
 pub mod layout;
 mod pool;
