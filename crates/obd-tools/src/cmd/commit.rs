@@ -59,21 +59,9 @@ pub struct CommitArgs {
     /// Commit a TurboOCI warp layer (not supported yet).
     #[arg(long = "turboOCI", alias = "fastoci")]
     pub turbo_oci: bool,
-    /// Stream the output to a registry blob upload URL (not supported yet).
-    #[arg(long, value_name = "URL")]
-    pub upload: Option<String>,
-    /// Upload chunk size in KiB (with --upload).
-    #[arg(long = "upload_bs", value_name = "KB")]
-    pub upload_bs: Option<u64>,
-    /// Registry credential file (with --upload).
-    #[arg(long = "cred_file_path", value_name = "FILE")]
-    pub cred_file_path: Option<PathBuf>,
-    /// TLS client key (with --upload).
-    #[arg(long = "tls_key_path", value_name = "FILE")]
-    pub tls_key_path: Option<PathBuf>,
-    /// TLS client certificate (with --upload).
-    #[arg(long = "tls_cert_path", value_name = "FILE")]
-    pub tls_cert_path: Option<PathBuf>,
+    /// Registry upload options.
+    #[command(flatten)]
+    pub upload: super::UploadArgs,
     /// Print details.
     #[arg(long)]
     pub verbose: bool,
@@ -87,18 +75,7 @@ pub fn run(a: &CommitArgs) -> Result<()> {
             "TurboOCI layers arrive with the conversion work",
         );
     }
-    if a.upload.is_some() || a.upload_bs.is_some() || a.cred_file_path.is_some() {
-        return not_supported_yet(
-            "--upload",
-            "registry upload arrives with the registry client",
-        );
-    }
-    if a.tls_key_path.is_some() || a.tls_cert_path.is_some() {
-        return not_supported_yet(
-            "--tls_key_path/--tls_cert_path",
-            "they only apply to --upload",
-        );
-    }
+    a.upload.reject()?;
     if let Some(m) = &a.message
         && m.len() > obd_lsmt::layout::MAX_USER_TAG
     {

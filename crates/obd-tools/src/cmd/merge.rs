@@ -9,7 +9,7 @@ use obd_core::ReadAt;
 use obd_lsmt::{CommitMeta, LayerStack};
 
 use super::commit::write_layer;
-use super::{default_threads, not_supported_yet, zfile_options};
+use super::{default_threads, zfile_options};
 use crate::config::DeviceConfig;
 use crate::layer::open_blob;
 
@@ -39,21 +39,9 @@ pub struct MergeArgs {
     /// Replace an existing output file.
     #[arg(short = 'f')]
     pub force: bool,
-    /// Stream the output to a registry (not supported yet).
-    #[arg(long, value_name = "URL")]
-    pub upload: Option<String>,
-    /// Upload chunk size in KiB (with --upload).
-    #[arg(long = "upload_bs", value_name = "KB")]
-    pub upload_bs: Option<u64>,
-    /// Registry credential file (with --upload).
-    #[arg(long = "cred_file_path", value_name = "FILE")]
-    pub cred_file_path: Option<PathBuf>,
-    /// TLS client key (with --upload).
-    #[arg(long = "tls_key_path", value_name = "FILE")]
-    pub tls_key_path: Option<PathBuf>,
-    /// TLS client certificate (with --upload).
-    #[arg(long = "tls_cert_path", value_name = "FILE")]
-    pub tls_cert_path: Option<PathBuf>,
+    /// Registry upload options.
+    #[command(flatten)]
+    pub upload: super::UploadArgs,
     /// Global service config (accepted for compatibility; merging local layers needs none).
     #[arg(long = "service_config_path", value_name = "FILE")]
     pub service_config_path: Option<PathBuf>,
@@ -64,18 +52,7 @@ pub struct MergeArgs {
 
 /// Run the command.
 pub fn run(a: &MergeArgs) -> Result<()> {
-    if a.upload.is_some() || a.upload_bs.is_some() || a.cred_file_path.is_some() {
-        return not_supported_yet(
-            "--upload",
-            "registry upload arrives with the registry client",
-        );
-    }
-    if a.tls_key_path.is_some() || a.tls_cert_path.is_some() {
-        return not_supported_yet(
-            "--tls_key_path/--tls_cert_path",
-            "they only apply to --upload",
-        );
-    }
+    a.upload.reject()?;
     let (output, inputs) = a.inputs_and_output.split_last().context("missing output")?;
     let files = match inputs {
         [cfg] if cfg.extension().is_some_and(|e| e == "json") => {
