@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod config;
 pub mod layer;
 pub mod output;
+pub mod parallel;
 pub mod progress;
 
 /// Run a command's entry point, print its error chain to stderr as upstream-style

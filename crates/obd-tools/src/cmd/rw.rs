@@ -58,25 +58,24 @@ pub fn read(a: &ReadArgs) -> Result<()> {
         );
     }
     let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    let mut buf = vec![0u8; 4 << 20];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(buf.len() as u64) as usize;
-        dev.read_exact_at(&mut buf[..n], a.offset + done)?;
-        if let Err(e) = out.write_all(&buf[..n]) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
-            }
-            return Err(e).context("cannot write to standard output");
-        }
-        done += n as u64;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let r = crate::parallel::copy_ordered(dev.as_ref(), a.offset, len, threads, |chunk| {
+        out.write_all(chunk)
+            .context("cannot write to standard output")
+    })
+    .and_then(|()| out.flush().context("cannot write to standard output"));
+    match r {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        r => r,
     }
-    match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to standard output")
-        }
-        _ => Ok(()),
-    }
+}
+
+/// A closed stdout (e.g. `obd read ... | head`) ends the copy quietly.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Write stdin into the writable layer at `--offset`, then flush it durably.

@@ -137,7 +137,7 @@ fn extract(src: &Path, dst: &Path, a: &ZFileArgs) -> Result<()> {
     };
     let bar = bytes_bar(total, "extract");
     let threads = a.compress_threads.unwrap_or_else(default_threads).max(1);
-    copy_parallel(&z, total, threads, |chunk| {
+    crate::parallel::copy_ordered(&z, 0, total, threads, |chunk| {
         out.write_all(chunk)
             .with_context(|| format!("cannot write {}", dst.display()))?;
         bar.inc(chunk.len() as u64);
@@ -154,53 +154,6 @@ fn extract(src: &Path, dst: &Path, a: &ZFileArgs) -> Result<()> {
             src.display(),
             dst.display()
         );
-    }
-    Ok(())
-}
-
-/// Read `src[0..total)` in 4 MiB chunks on `threads` threads and hand the chunks to `sink`
-/// in order. Decompression is the costly part of reading a ZFile, so this scales with cores.
-pub fn copy_parallel(
-    src: &dyn ReadAt,
-    total: u64,
-    threads: usize,
-    mut sink: impl FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
-    const CHUNK: u64 = 4 << 20;
-    let mut bufs: Vec<Vec<u8>> = (0..threads).map(|_| vec![0u8; CHUNK as usize]).collect();
-    let mut off = 0;
-    while off < total {
-        let round_start = off;
-        let results: Vec<obd_core::Result<usize>> = std::thread::scope(|s| {
-            let handles: Vec<_> = bufs
-                .iter_mut()
-                .enumerate()
-                .map(|(i, buf)| {
-                    let start = round_start + i as u64 * CHUNK;
-                    s.spawn(move || {
-                        if start >= total {
-                            return Ok(0);
-                        }
-                        let n = (total - start).min(CHUNK) as usize;
-                        src.read_exact_at(&mut buf[..n], start).map(|()| n)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(obd_core::Error::corrupt("reader thread panicked")))
-                })
-                .collect()
-        });
-        for (buf, r) in bufs.iter().zip(results) {
-            let n = r?;
-            if n > 0 {
-                sink(&buf[..n])?;
-                off += n as u64;
-            }
-        }
     }
     Ok(())
 }
