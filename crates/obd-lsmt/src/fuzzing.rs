@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use obd_core::{MemDevice, ReadAt, SECTOR_SIZE};
 
-use crate::compact::{CommitMeta, merge_stack};
+use crate::compact::{CommitMeta, compact, merge_stack};
 use crate::layout::{
     self, HT_SIZE, HeaderTrailer, INVALID_OFFSET, KNOWN_FLAGS, SEGMENT_SIZE, Segment,
 };
@@ -21,7 +21,7 @@ use crate::ro::MAX_RO_INDEX_SIZE;
 use crate::{AppendLayer, CreateOptions, LayerStack, LsmtLayer};
 
 /// Longest single read window, sealed layers.
-const RO_WINDOW: u64 = 256 << 10;
+const RO_WINDOW: u64 = 64 << 10;
 /// Longest single read window, writable layers (the oracle is per sector).
 const RW_WINDOW: u64 = 64 << 10;
 /// Mappings around which windows are read.
@@ -127,7 +127,13 @@ fn sealed_should_open(data: &[u8]) -> Option<Vec<Segment>> {
 /// Byte windows `(offset, len)` of a device of `vsize` bytes worth reading: the start, the
 /// end, odd little ranges, and around a few of `segs` (first, last, spread between).
 fn windows(vsize: u64, segs: &[Segment], cap: u64) -> Vec<(u64, u64)> {
-    let mut w = vec![(0, 64 << 10), (1, 1), (511, 2), (4095, 4098), (vsize / 2, 1000)];
+    let mut w = vec![
+        (0, 64 << 10),
+        (1, 1),
+        (511, 2),
+        (4095, 4098),
+        (vsize / 2, 1000),
+    ];
     w.push((vsize.saturating_sub(5000), 5000));
     let n = segs.len();
     let picks = (0..PICKS.min(n)).map(|k| if k == 0 { n - 1 } else { (k - 1) * n / PICKS });
@@ -137,26 +143,56 @@ fn windows(vsize: u64, segs: &[Segment], cap: u64) -> Vec<(u64, u64)> {
         w.push((lo, (s.end() * SECTOR_SIZE + 300).saturating_sub(lo)));
         w.push((s.end() * SECTOR_SIZE - 1, 2));
     }
-    w.into_iter()
+    let mut w: Vec<(u64, u64)> = w
+        .into_iter()
         .filter(|&(off, _)| off < vsize)
         .map(|(off, len)| (off, len.min(vsize - off).min(cap)))
         .filter(|&(_, len)| len > 0)
-        .collect()
+        .collect();
+    w.dedup();
+    w
 }
 
-/// The device bytes `[off, off + len)` as the sorted mappings `segs` into `file` say.
-fn expected_ro(segs: &[Segment], file: &[u8], off: u64, len: u64) -> Vec<u8> {
+/// A layer for the read oracle: its sorted mappings and the file they point into.
+type Layer<'a> = (&'a [Segment], &'a [u8]);
+
+/// The device bytes `[off, off + len)` of `layers` stacked bottom to top: each layer's
+/// mappings overwrite what lies below (zeroed ones with zeros); unmapped bytes are zeros.
+fn expected_ro(layers: &[Layer<'_>], off: u64, len: u64) -> Vec<u8> {
     let mut out = vec![0u8; len as usize];
     let end = off + len;
-    for s in segs.iter().filter(|s| !s.zeroed) {
-        let (a, b) = ((s.offset * SECTOR_SIZE).max(off), (s.end() * SECTOR_SIZE).min(end));
-        if a < b {
-            let src = (s.moffset * SECTOR_SIZE + a - s.offset * SECTOR_SIZE) as usize;
-            out[(a - off) as usize..(b - off) as usize]
-                .copy_from_slice(&file[src..src + (b - a) as usize]);
+    for &(segs, file) in layers {
+        for s in segs {
+            let (a, b) = (
+                (s.offset * SECTOR_SIZE).max(off),
+                (s.end() * SECTOR_SIZE).min(end),
+            );
+            if a >= b {
+                continue;
+            }
+            let dst = &mut out[(a - off) as usize..(b - off) as usize];
+            if s.zeroed {
+                dst.fill(0);
+            } else {
+                let src = (s.moffset * SECTOR_SIZE + a - s.offset * SECTOR_SIZE) as usize;
+                dst.copy_from_slice(&file[src..src + dst.len()]);
+            }
         }
     }
     out
+}
+
+/// Read every window of `dev` and compare with `want`.
+fn check_windows(dev: &dyn ReadAt, what: &str, wins: &[(u64, u64)], want: &[Vec<u8>]) {
+    for (&(off, len), want) in wins.iter().zip(want) {
+        let got = dev.read_vec(off, len as usize);
+        let got = got.unwrap_or_else(|e| panic!("{what}: in-range read failed: {e}"));
+        assert!(&got == want, "{what}: read of {len} bytes at {off}");
+    }
+    assert!(
+        dev.read_vec(dev.size(), 1).is_err(),
+        "{what}: read past the end"
+    );
 }
 
 fn check_sealed(data: &[u8]) {
@@ -172,46 +208,86 @@ fn check_sealed(data: &[u8]) {
         }
     };
     let segs = should.expect("opened a sealed layer that breaks the format rules");
-    assert!(layer.segments() == segs, "the index differs from the file's entries");
+    assert!(
+        layer.segments() == segs,
+        "index differs from the file's entries"
+    );
     let segs = &segs[..];
     let vsize = layer.vsize();
-    let wins = windows(vsize, segs, RO_WINDOW);
-    let expect: Vec<Vec<u8>> = wins
-        .iter()
-        .map(|&(off, len)| expected_ro(segs, data, off, len))
-        .collect();
-    for (&(off, len), want) in wins.iter().zip(&expect) {
-        let got = layer.read_vec(off, len as usize).expect("in-range layer read");
-        assert!(&got == want, "layer read {len} bytes at {off}");
-    }
-    assert!(layer.read_vec(vsize, 1).is_err(), "read past the end");
+    let knob = |i: usize| data.get(4000 + i).copied().unwrap_or(0);
 
-    let copies = 1 + usize::from(data.get(4000).copied().unwrap_or(0) % 3);
-    let stack = LayerStack::open(vec![dev; copies]).expect("a stack of a valid layer opens");
+    // A second layer made from this one: every other mapping (or all), moved up by up to 255
+    // sectors, compacted from this file's data.
+    let (shift, keep) = (u64::from(knob(1)), knob(2));
+    let moved: Vec<Segment> = segs
+        .iter()
+        .enumerate()
+        .filter(|&(i, s)| (keep & 2 != 0 || i % 2 == usize::from(keep & 1)) && s.length > 0)
+        .map(|(_, s)| Segment {
+            offset: s.offset + shift,
+            ..*s
+        })
+        .filter(|s| s.end() <= INVALID_OFFSET)
+        .collect();
+    let mut buf = Vec::new();
+    let meta = CommitMeta {
+        vsize,
+        ..Default::default()
+    };
+    compact(&moved, &[&*dev], &mut buf, &meta).expect("compact valid mappings");
+    let variant: Arc<dyn ReadAt> = Arc::new(MemDevice::from_vec(buf));
+    let compacted = LsmtLayer::open(Arc::clone(&variant)).expect("a compacted layer opens");
+
+    let mut wins = windows(vsize, segs, RO_WINDOW);
+    wins.extend(windows(vsize, &moved, RO_WINDOW));
+    let own: Layer<'_> = (segs, data);
+    let other: Layer<'_> = (&moved, data);
+    let want: Vec<Vec<u8>> = wins
+        .iter()
+        .map(|&(off, len)| expected_ro(&[own], off, len))
+        .collect();
+    check_windows(&layer, "layer", &wins, &want);
+    let want: Vec<Vec<u8>> = wins
+        .iter()
+        .map(|&(off, len)| expected_ro(&[other], off, len))
+        .collect();
+    check_windows(&compacted, "compacted", &wins, &want);
+
+    let (order, files): (Vec<Layer<'_>>, Vec<Arc<dyn ReadAt>>) = match knob(0) % 4 {
+        0 => (vec![own], vec![Arc::clone(&dev)]),
+        1 => (vec![own, other], vec![Arc::clone(&dev), variant]),
+        2 => (vec![other, own], vec![variant, Arc::clone(&dev)]),
+        _ => (
+            vec![own, other, own],
+            vec![Arc::clone(&dev), variant, Arc::clone(&dev)],
+        ),
+    };
+    let n = files.len();
+    let stack = LayerStack::open(files).expect("a stack of valid layers opens");
     assert_eq!(stack.vsize(), vsize);
-    let top = (copies - 1) as u8;
     let merged = stack.index().segments();
-    assert_eq!(merged.len(), segs.len(), "the top copy hides the lower ones");
-    for (m, s) in merged.iter().zip(segs) {
-        assert_eq!(*m, Segment { tag: top, ..*s });
+    for (i, m) in merged.iter().enumerate() {
+        assert!(m.length > 0 && usize::from(m.tag) < n, "merged {m:?}");
+        assert!(
+            i == 0 || merged[i - 1].end() <= m.offset,
+            "merged unsorted at {i}"
+        );
     }
-    for (&(off, len), want) in wins.iter().zip(&expect) {
-        let got = stack.read_vec(off, len as usize).expect("in-range stack read");
-        assert!(&got == want, "stack read {len} bytes at {off}");
-    }
+    let want: Vec<Vec<u8>> = wins
+        .iter()
+        .map(|&(off, len)| expected_ro(&order, off, len))
+        .collect();
+    check_windows(&stack, "stack", &wins, &want);
 
     let mut flat = Vec::new();
-    let fits = segs.iter().all(|s| s.end() <= INVALID_OFFSET);
+    let fits = merged.iter().all(|s| s.end() <= INVALID_OFFSET);
     match merge_stack(&stack, &mut flat, &CommitMeta::default()) {
         Ok(stats) => {
             assert!(fits, "merged a mapping beyond the address space");
             assert_eq!(stats.file_size, flat.len() as u64);
             let m = LsmtLayer::open(MemDevice::from_vec(flat)).expect("a merged layer opens");
             assert_eq!(m.vsize(), vsize);
-            for (&(off, len), want) in wins.iter().zip(&expect) {
-                let got = m.read_vec(off, len as usize).expect("in-range merged read");
-                assert!(&got == want, "merged read {len} bytes at {off}");
-            }
+            check_windows(&m, "merged", &wins, &want);
         }
         Err(e) => assert!(!fits, "merge_stack failed on a valid stack: {e}"),
     }
@@ -312,12 +388,15 @@ fn check_rw(sc: &Scratch, data: &[u8]) {
             assert!(e.path().is_some(), "replay error without path: {e}");
             // Known gap: a file too short for a header is reported without an offset.
             let short = index.len() < HT_SIZE;
-            assert!(short || e.offset().is_some(), "replay error without offset: {e}");
+            assert!(
+                short || e.offset().is_some(),
+                "replay error without offset: {e}"
+            );
             return;
         }
     };
     let entries = entries.expect("opened an index that breaks the format rules");
-    let torn = (index.len() - HT_SIZE) % SEGMENT_SIZE != 0;
+    let torn = !(index.len() - HT_SIZE).is_multiple_of(SEGMENT_SIZE);
     let torn_note = format!("{}: ignored a torn", sc.index_path.display());
     let noted = layer.warnings().iter().any(|w| w.starts_with(&torn_note));
     assert_eq!(torn, noted, "torn tail warning: {:?}", layer.warnings());
@@ -337,10 +416,7 @@ fn check_rw(sc: &Scratch, data: &[u8]) {
         .iter()
         .map(|&(off, len)| expected_rw(&entries, &sc.data, off, len))
         .collect();
-    for (&(off, len), want) in wins.iter().zip(&expect) {
-        let got = layer.read_vec(off, len as usize).expect("in-range rw read");
-        assert!(&got == want, "rw read {len} bytes at {off}");
-    }
+    check_windows(&layer, "writable layer", &wins, &expect);
 
     let mut out = Vec::new();
     let fits = segs.iter().all(|s| s.end() <= INVALID_OFFSET);
@@ -349,10 +425,7 @@ fn check_rw(sc: &Scratch, data: &[u8]) {
             assert!(fits, "committed a mapping beyond the address space");
             let c = LsmtLayer::open(MemDevice::from_vec(out)).expect("a commit opens");
             assert_eq!(c.vsize(), vsize);
-            for (&(off, len), want) in wins.iter().zip(&expect) {
-                let got = c.read_vec(off, len as usize).expect("in-range commit read");
-                assert!(&got == want, "committed read {len} bytes at {off}");
-            }
+            check_windows(&c, "committed layer", &wins, &expect);
         }
         Err(e) => assert!(!fits, "commit of a valid layer failed: {e}"),
     }

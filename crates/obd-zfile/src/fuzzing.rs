@@ -2,6 +2,8 @@
 //! (`tests/fuzz_corpus.rs`) so that every corpus and crash file is also checked by
 //! `cargo test`. Not a stable API.
 
+use std::collections::HashMap;
+
 use obd_core::{ErrorKind, MemDevice, ReadAt};
 
 use crate::layout::{HEADER_SIZE, ZFileHeader, block_crc};
@@ -80,22 +82,20 @@ fn check_as_file(data: &[u8]) {
         .get(at..at + 4 * n)
         .expect("an opened file's index lies inside it");
     let table = reader.jump_table();
+    let mut starts = Vec::with_capacity(n + 1);
     let mut pos = meta.data_offset();
     let mut crc_ok = true;
     for (i, e) in raw.chunks_exact(4).enumerate() {
         assert_eq!(table.offset(i), pos, "jump table offset of block {i}");
         let len = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
         assert_eq!(table.len(i), len, "jump table length of block {i}");
-        if meta.has_block_crc() && crc_ok {
-            let s = usize::try_from(pos).expect("block inside the input");
-            let stored = &data[s..s + len as usize];
-            let (body, tail) = stored.split_at(stored.len() - 4);
-            crc_ok = block_crc(body).to_le_bytes() == tail;
-        }
+        starts.push(pos as usize);
         pos += len;
+        crc_ok &= !meta.has_block_crc() || stored_crc_ok(&data[starts[i]..pos as usize]);
     }
+    starts.push(pos as usize);
     assert_eq!(table.end(), pos);
-    assert_eq!(pos, meta.index_offset, "blocks must end where the index starts");
+    assert_eq!(pos, meta.index_offset, "blocks end where the index starts");
 
     match reader.verify_all() {
         Ok(()) => assert!(meta.has_block_crc() && crc_ok, "verify_all passed bad CRCs"),
@@ -109,53 +109,94 @@ fn check_as_file(data: &[u8]) {
             }
         }
     }
-    check_reads(&reader, bs);
+    let oracle = Blocks {
+        data,
+        starts,
+        algo: reader.algorithm(),
+        crc: meta.has_block_crc(),
+        bs,
+        size: meta.original_file_size,
+        memo: HashMap::new(),
+    };
+    check_reads(&reader, oracle);
 }
 
-/// Read windows of the content in a few pieces, then odd ranges, and check they agree.
-fn check_reads(reader: &ZFileReader<MemDevice>, bs: u64) {
-    let size = reader.size();
+/// Whether a stored block ends in the CRC of the bytes before it.
+fn stored_crc_ok(stored: &[u8]) -> bool {
+    let (body, tail) = stored.split_at(stored.len().saturating_sub(4));
+    block_crc(body).to_le_bytes() == tail
+}
+
+/// The content as decoded block by block straight from the file bytes, independently of the
+/// reader's fetching and slicing: a block reads only if its CRC (when present) matches and it
+/// decompresses to exactly its size.
+struct Blocks<'a> {
+    data: &'a [u8],
+    /// File offset of each block, and the end of the last one.
+    starts: Vec<usize>,
+    algo: Algorithm,
+    crc: bool,
+    bs: u64,
+    size: u64,
+    memo: HashMap<u64, Option<Vec<u8>>>,
+}
+
+impl Blocks<'_> {
+    fn block(&mut self, i: u64) -> Option<&[u8]> {
+        let (data, starts, algo, crc) = (self.data, &self.starts, self.algo, self.crc);
+        let ulen = self.bs.min(self.size - i * self.bs) as usize;
+        self.memo
+            .entry(i)
+            .or_insert_with(|| {
+                let stored = &data[starts[i as usize]..starts[i as usize + 1]];
+                if crc && !stored_crc_ok(stored) {
+                    return None;
+                }
+                let body = &stored[..stored.len() - if crc { 4 } else { 0 }];
+                let mut out = vec![0u8; ulen];
+                let got = match algo {
+                    Algorithm::Lz4 => lz4_flex::block::decompress_into(body, &mut out).ok()?,
+                    Algorithm::Zstd => zstd::bulk::decompress_to_buffer(body, &mut out).ok()?,
+                };
+                (got == ulen).then_some(out)
+            })
+            .as_deref()
+    }
+
+    /// The bytes `[off, off + len)`, or `None` if a block they touch does not decode.
+    fn expected(&mut self, off: u64, len: u64) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(len as usize);
+        let end = off + len;
+        for i in off / self.bs..end.div_ceil(self.bs) {
+            let b0 = i * self.bs;
+            let block = self.block(i)?;
+            let lo = (off.max(b0) - b0) as usize;
+            let hi = (end.min(b0 + block.len() as u64) - b0) as usize;
+            out.extend_from_slice(&block[lo..hi]);
+        }
+        Some(out)
+    }
+}
+
+/// Read windows of the content in a few pieces, then odd ranges: each read must succeed
+/// exactly when every block it touches decodes, and return the decoded bytes.
+fn check_reads(reader: &ZFileReader<MemDevice>, mut oracle: Blocks<'_>) {
+    let (size, bs) = (reader.size(), oracle.bs);
     let windows = if size <= READ_CAP {
         vec![(0, size)]
     } else {
         vec![(0, READ_CAP / 2), (size - READ_CAP / 2, size)]
     };
-    // Window contents as far as they read, keyed by start offset.
-    let mut known: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut reads = Vec::new();
     for &(lo, hi) in &windows {
         let piece = ((hi - lo) / 3).max(1);
         let mut at = lo;
         while at < hi {
-            let len = piece.min(hi - at);
-            match reader.read_vec(at, len as usize) {
-                Ok(v) => {
-                    assert_eq!(v.len() as u64, len);
-                    known.push((at, v));
-                }
-                Err(e) => {
-                    assert!(e.offset().is_some(), "read error without offset: {e}");
-                    assert_ne!(e.kind(), ErrorKind::OutOfRange, "in-range read: {e}");
-                }
-            }
-            at += len;
+            reads.push((at, piece.min(hi - at)));
+            at += piece;
         }
     }
-    // Join pieces that follow each other, so probes across piece edges compare too.
-    let mut joined: Vec<(u64, Vec<u8>)> = Vec::new();
-    for (start, v) in known {
-        match joined.last_mut() {
-            Some((s, prev)) if *s + prev.len() as u64 == start => prev.extend_from_slice(&v),
-            _ => joined.push((start, v)),
-        }
-    }
-    let known = joined;
-    let lookup = |off: u64, len: u64| -> Option<&[u8]> {
-        known.iter().find_map(|(start, v)| {
-            let rel = usize::try_from(off.checked_sub(*start)?).ok()?;
-            v.get(rel..rel + len as usize)
-        })
-    };
-    let probes = [
+    reads.extend([
         (1, 1),
         (bs - 1, 2),
         (bs + 7, bs + 2),
@@ -163,24 +204,20 @@ fn check_reads(reader: &ZFileReader<MemDevice>, bs: u64) {
         (size / 2, 3),
         (size.saturating_sub(1), 1),
         (size.saturating_sub(bs + 9), bs + 9),
-    ];
-    for (off, len) in probes {
-        if len == 0 || off >= size || len > size - off || len > READ_CAP / 4 {
+    ]);
+    for (off, len) in reads {
+        if len == 0 || off >= size || len > size - off {
             continue;
         }
-        match reader.read_vec(off, len as usize) {
-            Ok(v) => {
-                if let Some(want) = lookup(off, len) {
-                    assert_eq!(v, want, "read of {len} bytes at {off} differs from the window");
-                }
-            }
-            Err(e) => {
+        let want = oracle.expected(off, len);
+        match (reader.read_vec(off, len as usize), want) {
+            (Ok(got), Some(want)) => assert!(got == want, "read of {len} bytes at {off}"),
+            (Err(e), None) => {
                 assert!(e.offset().is_some(), "read error without offset: {e}");
-                assert!(
-                    lookup(off, len).is_none(),
-                    "read of {len} at {off} fails inside a window that read: {e}"
-                );
+                assert_ne!(e.kind(), ErrorKind::OutOfRange, "in-range read: {e}");
             }
+            (Ok(_), None) => panic!("read of {len} bytes at {off} passed a bad block"),
+            (Err(e), Some(_)) => panic!("read of {len} bytes at {off} failed on good blocks: {e}"),
         }
     }
     assert!(reader.read_vec(size, 1).is_err(), "read past the end");
