@@ -7,7 +7,7 @@
 //! over the mappings, sector by sector for the writable layer's log).
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -38,9 +38,12 @@ const DATA_START: u64 = HT_SIZE as u64 / SECTOR_SIZE;
 ///    independent check of header, trailer and index says it should (else the error names
 ///    the offset), and reads of unaligned windows around mappings, at the start and at the
 ///    end of the device return exactly what the mappings say.
-/// 3. A [`LayerStack`] of 1 to 3 copies of the file (count from byte 4000, in the header's
-///    padding) merges to the top copy's index and reads the same bytes; flattening it with
-///    [`merge_stack`] gives a layer that opens and reads the same bytes again.
+/// 3. A second layer is made from the file's own mappings (every other one or all, moved up
+///    by 0..=255 sectors; bytes 4001 and 4002, in the header's padding, choose) with
+///    [`compact`]; it must open and read what those mappings say.
+/// 4. A [`LayerStack`] of the two (order and depth 1 to 3 from byte 4000) must open, keep a
+///    sorted merged index, and read what stacking the mappings by hand gives; flattening it
+///    with [`merge_stack`] gives a layer that opens and reads the same bytes again.
 pub fn fuzz_one(data: &[u8]) {
     check_codecs(data);
     check_sealed(data);
@@ -315,12 +318,13 @@ struct Scratch {
 impl Scratch {
     fn new() -> Scratch {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let shm = std::path::Path::new("/dev/shm");
+        let shm = Path::new("/dev/shm");
         let base = if shm.is_dir() {
             shm.to_path_buf()
         } else {
             std::env::temp_dir()
         };
+        remove_stale(&base);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("obd-lsmt-fuzz-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -345,6 +349,27 @@ impl Scratch {
             index_path,
             data,
             index_header,
+        }
+    }
+}
+
+/// Remove scratch directories left by fuzzing processes that died (a crash skips `Drop`).
+fn remove_stale(base: &Path) {
+    let proc = Path::new("/proc");
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    if !proc.join("self").exists() {
+        return;
+    }
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("obd-lsmt-fuzz-")) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or("");
+        if !pid.is_empty() && !proc.join(pid).exists() {
+            let _ = fs::remove_dir_all(e.path());
         }
     }
 }

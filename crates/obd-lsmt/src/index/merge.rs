@@ -17,7 +17,7 @@ fn fill_gap(lower: &[Segment], j: &mut usize, start: u64, end: u64, out: &mut Ve
             return;
         }
         out.push(clip(s, start, end));
-        if s.end() > end.saturating_add(1) {
+        if s.end() > end {
             return;
         }
         *j += 1;
