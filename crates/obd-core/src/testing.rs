@@ -154,3 +154,24 @@ pub fn check_concurrent_reads<R: ReadAt + ?Sized>(src: &R, expected: &[u8], alig
         }
     });
 }
+
+/// Run `fuzz` over every regular file in `dir` (a fuzz corpus or artifacts folder), in name
+/// order, failing with the file's path if one panics. Returns how many files ran; a missing
+/// folder runs none.
+pub fn replay_fuzz_dir(dir: &std::path::Path, fuzz: impl Fn(&[u8])) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    for path in &paths {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fuzz(&data)));
+        assert!(run.is_ok(), "fuzz input {} fails", path.display());
+    }
+    paths.len()
+}

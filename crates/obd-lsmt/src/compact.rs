@@ -78,23 +78,10 @@ struct Plan {
     stats: CompactStats,
 }
 
-/// Whether `s` is a textual UUID: 8-4-4-4-12 hex digits.
-fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                c == b'-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
-}
-
 fn uuid_text(what: &str, v: Option<&str>) -> Result<String> {
     match v {
         None | Some("") => Ok(NIL_UUID.to_string()),
-        Some(u) if is_uuid(u) => Ok(u.to_string()),
+        Some(u) if crate::layout::is_uuid_text(u) => Ok(u.to_string()),
         Some(u) => Err(Error::invalid_input(format!(
             "{what} '{u}' is not a UUID (8-4-4-4-12 hex digits)"
         ))),
@@ -296,7 +283,7 @@ fn stack_inputs<'a>(
             .layers()
             .first()
             .map(|l| l.header().parent_uuid.clone());
-        meta.parent_uuid = bottom.filter(|u| is_uuid(u));
+        meta.parent_uuid = bottom.filter(|u| crate::layout::is_uuid_text(u));
     }
     (segs, sources, meta)
 }
@@ -331,11 +318,19 @@ mod tests {
 
     #[test]
     fn uuid_check() {
-        assert!(is_uuid("11111111-1111-4111-8111-111111111111"));
-        assert!(is_uuid(NIL_UUID));
-        assert!(!is_uuid("11111111-1111-4111-8111-11111111111"));
-        assert!(!is_uuid("11111111x1111-4111-8111-111111111111"));
-        assert!(!is_uuid("g1111111-1111-4111-8111-111111111111"));
+        assert!(crate::layout::is_uuid_text(
+            "11111111-1111-4111-8111-111111111111"
+        ));
+        assert!(crate::layout::is_uuid_text(NIL_UUID));
+        assert!(!crate::layout::is_uuid_text(
+            "11111111-1111-4111-8111-11111111111"
+        ));
+        assert!(!crate::layout::is_uuid_text(
+            "11111111x1111-4111-8111-111111111111"
+        ));
+        assert!(!crate::layout::is_uuid_text(
+            "g1111111-1111-4111-8111-111111111111"
+        ));
         assert_eq!(uuid_text("uuid", None).unwrap(), NIL_UUID);
         assert!(uuid_text("uuid", Some("nope")).is_err());
     }

@@ -29,6 +29,19 @@ pub const FLAG_SPARSE_RW: u32 = 1 << 4;
 /// Every flag bit this implementation knows.
 pub const KNOWN_FLAGS: u32 = FLAG_HEADER | FLAG_DATA | FLAG_SEALED | FLAG_SPARSE_RW;
 
+/// Whether `s` is UUID text: 36 characters, hex digits and dashes as `8-4-4-4-12`.
+pub fn is_uuid_text(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
 /// An LSMT header or trailer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderTrailer {

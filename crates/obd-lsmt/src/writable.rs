@@ -70,18 +70,7 @@ pub fn open_writable(data: &Path, index: Option<&Path>) -> Result<Box<dyn Writab
     Ok(Box::new(crate::rw::AppendLayer::open(data, index)?))
 }
 
-/// Whether `s` is UUID text: 36 characters, hex digits and dashes as `8-4-4-4-12`.
-pub fn is_uuid_text(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                c == b'-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
-}
+pub use crate::layout::is_uuid_text;
 
 fn uuid_or(what: &str, v: Option<&str>, default: impl FnOnce() -> String) -> Result<String> {
     match v {

@@ -6,22 +6,8 @@ use std::path::Path;
 
 const FUZZ_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz");
 
-/// Run `fuzz_one` over every file in `dir`; returns how many files were run.
 fn replay(dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut paths: Vec<_> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    paths.sort();
-    for path in &paths {
-        let data = fs::read(path).unwrap();
-        let run = std::panic::catch_unwind(|| obd_tar::fuzzing::fuzz_one(&data));
-        assert!(run.is_ok(), "fuzz input {} fails", path.display());
-    }
-    paths.len()
+    obd_core::testing::replay_fuzz_dir(dir, obd_tar::fuzzing::fuzz_one)
 }
 
 #[test]
