@@ -5,7 +5,6 @@
 //! exposes the same commands as subcommands, plus `inspect`, `read` and `write`.
 
 pub mod cmd;
-pub mod config;
 pub mod layer;
 pub mod output;
 pub mod parallel;

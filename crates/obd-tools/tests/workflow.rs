@@ -170,7 +170,7 @@ fn create_matches_upstream_layout() {
 fn unsupported_flags_fail_clearly_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (d, i) = (dir.path().join("d"), dir.path().join("i"));
-    for flag in ["--mkfs", "--turboOCI", "--hybrid"] {
+    for flag in ["--turboOCI", "--hybrid"] {
         let e = fails(bin("overlaybd-create").arg(flag).arg(&d).arg(&i).arg("1"));
         assert!(
             String::from_utf8_lossy(&e.stderr).contains("not supported yet"),

@@ -1,9 +1,9 @@
 //! `obd`: the umbrella command of overlaybd-rs.
 
 use clap::{Parser, Subcommand};
-use obd_tools::cmd::{commit, create, inspect, merge, rw, zfile};
+use obd_tools::cmd::{commit, create, daemon, inspect, merge, rw, zfile};
 
-/// overlaybd-rs: build, inspect and read overlaybd layered block images.
+/// overlaybd-rs: build, inspect, read and attach overlaybd layered block images.
 #[derive(Parser)]
 #[command(name = "obd", version, about)]
 struct Cli {
@@ -27,6 +27,18 @@ enum Command {
     Read(rw::ReadArgs),
     /// Write stdin into a writable layer at an offset.
     Write(rw::WriteArgs),
+    /// Run the image service daemon in the foreground (exports devices over FUSE and NBD).
+    Serve(daemon::ServeArgs),
+    /// Attach a device from its config.v1.json as a FUSE file or an NBD export.
+    Attach(daemon::AttachArgs),
+    /// Flush and remove an attached device (by FUSE file, NBD address or id).
+    Detach(daemon::DetachArgs),
+    /// List the attached devices.
+    List(daemon::ListArgs),
+    /// Show the daemon's health.
+    Status(daemon::StatusArgs),
+    /// Stop the daemon: flush and unmount every device (they come back on the next start).
+    Stop(daemon::StopArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,5 +51,11 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Read(a) => rw::read(a),
         Command::Write(a) => rw::write(a),
+        Command::Serve(a) => daemon::serve(a),
+        Command::Attach(a) => daemon::attach(a),
+        Command::Detach(a) => daemon::detach(a),
+        Command::List(a) => daemon::list(a),
+        Command::Status(a) => daemon::status(a),
+        Command::Stop(a) => daemon::stop(a),
     })
 }

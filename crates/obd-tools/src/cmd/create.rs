@@ -1,9 +1,11 @@
 //! `overlaybd-create` / `obd create`: make an empty writable layer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use obd_core::{BlockDevice, FileDevice};
+use obd_image::mkfs::{MkfsOptions, find_mke2fs, mkfs_ext4};
 use obd_lsmt::{AppendLayer, CreateOptions, SparseLayer};
 
 use super::not_supported_yet;
@@ -29,9 +31,13 @@ pub struct CreateArgs {
     /// Create a plain raw image file of the virtual size instead of an LSMT layer.
     #[arg(long)]
     pub raw: bool,
-    /// Make an ext4 filesystem on the new layer (not supported yet).
+    /// Make an ext4 filesystem (4 KiB blocks) on the new layer, with e2fsprogs' mke2fs.
     #[arg(long)]
     pub mkfs: bool,
+    /// Volume label of the filesystem made by --mkfs (at most 16 bytes). An overlaybd-rs
+    /// extension.
+    #[arg(long, value_name = "LABEL", requires = "mkfs")]
+    pub fs_label: Option<String>,
     /// Hybrid RW mode (not supported yet).
     #[arg(long)]
     pub hybrid: bool,
@@ -54,9 +60,6 @@ pub fn run(a: &CreateArgs) -> Result<()> {
             "TurboOCI layers arrive with the conversion work",
         );
     }
-    if a.mkfs {
-        return not_supported_yet("--mkfs", "ext4 creation arrives with the image service");
-    }
     if a.hybrid {
         return not_supported_yet("--hybrid", "hybrid RW layers are not implemented");
     }
@@ -76,6 +79,10 @@ pub fn run(a: &CreateArgs) -> Result<()> {
     for u in [&a.parent_uuid, &a.uuid].into_iter().flatten() {
         uuid::Uuid::parse_str(u).with_context(|| format!("invalid UUID '{u}'"))?;
     }
+    let mkfs = match a.mkfs {
+        false => None,
+        true => Some(mkfs_options(a)?),
+    };
     if a.raw {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -83,6 +90,17 @@ pub fn run(a: &CreateArgs) -> Result<()> {
             .open(&a.data_file)
             .with_context(|| format!("cannot create {}", a.data_file.display()))?;
         f.set_len(vsize)?;
+        drop(f);
+        if let Some(opts) = &mkfs {
+            let dev = FileDevice::open_rw(&a.data_file)?;
+            make_fs(
+                &dev,
+                &a.data_file,
+                opts,
+                a.verbose,
+                &[a.data_file.as_path()],
+            )?;
+        }
         println!(
             "created raw image {} ({vsize} bytes); the index file is not used for raw images",
             a.data_file.display()
@@ -93,11 +111,26 @@ pub fn run(a: &CreateArgs) -> Result<()> {
         uuid: a.uuid.clone(),
         parent_uuid: a.parent_uuid.clone(),
     };
-    if a.sparse {
-        SparseLayer::create(&a.data_file, &a.index_file, vsize, opts.clone())?;
+    let layer: Box<dyn BlockDevice> = if a.sparse {
+        Box::new(SparseLayer::create(
+            &a.data_file,
+            &a.index_file,
+            vsize,
+            opts.clone(),
+        )?)
     } else {
-        AppendLayer::create(&a.data_file, &a.index_file, vsize, opts.clone())?;
+        Box::new(AppendLayer::create(
+            &a.data_file,
+            &a.index_file,
+            vsize,
+            opts.clone(),
+        )?)
+    };
+    if let Some(opts) = &mkfs {
+        let files = [a.data_file.as_path(), a.index_file.as_path()];
+        make_fs(layer.as_ref(), &a.data_file, opts, a.verbose, &files)?;
     }
+    drop(layer);
     if a.verbose {
         eprintln!(
             "created {} layer: data {}, index {}, vsize {vsize}",
@@ -108,4 +141,53 @@ pub fn run(a: &CreateArgs) -> Result<()> {
     }
     println!("overlaybd-create has created files SUCCESSFULLY");
     Ok(())
+}
+
+/// Check the --mkfs prerequisites before any file is created.
+fn mkfs_options(a: &CreateArgs) -> Result<MkfsOptions> {
+    if let Some(l) = &a.fs_label
+        && l.len() > 16
+    {
+        bail!("--fs-label '{l}' is longer than 16 bytes");
+    }
+    let mke2fs = find_mke2fs().context(
+        "--mkfs needs mke2fs, which was not found ($OBD_MKE2FS, PATH, /sbin, /usr/sbin): install \
+         e2fsprogs (e.g. `apt-get install e2fsprogs`); no files were created",
+    )?;
+    Ok(MkfsOptions {
+        label: a.fs_label.clone(),
+        mke2fs: Some(mke2fs),
+    })
+}
+
+/// Make the filesystem on the new `dev`; on failure remove the new `files` so that nothing
+/// half-made is left behind.
+fn make_fs(
+    dev: &dyn BlockDevice,
+    data_file: &Path,
+    opts: &MkfsOptions,
+    verbose: bool,
+    files: &[&Path],
+) -> Result<()> {
+    let dir = match data_file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match mkfs_ext4(dev, dir, opts) {
+        Ok(st) => {
+            if verbose {
+                eprintln!(
+                    "made ext4: {} blocks of 4 KiB, {} bytes of metadata written",
+                    st.fs_blocks, st.bytes_written
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for f in files {
+                let _ = std::fs::remove_file(f);
+            }
+            Err(anyhow::Error::new(e).context("--mkfs failed; the new files were removed"))
+        }
+    }
 }

@@ -10,8 +10,8 @@ use obd_lsmt::{CommitMeta, LayerStack};
 
 use super::commit::write_layer;
 use super::{default_threads, zfile_options};
-use crate::config::DeviceConfig;
 use crate::layer::open_blob;
+use obd_image::DeviceConfig;
 
 /// Arguments of `overlaybd-merge [opts] image_config_path output`.
 #[derive(Debug, Args)]

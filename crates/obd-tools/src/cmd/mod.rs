@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod create;
+pub mod daemon;
 pub mod inspect;
 pub mod merge;
 pub mod rw;
