@@ -81,6 +81,9 @@ lo=$(losetup -r -f --show "$W/raw.img"); measure raw "$lo"; losetup -d "$lo"
 obd attach "$W/dev.json" --fuse "$W/dev.img" --service-config "$W/overlaybd.json" >/dev/null
 lo=$(losetup -r -f --show "$W/dev.img"); measure fuse "$lo"; losetup -d "$lo"
 obd detach "$W/dev.img" --service-config "$W/overlaybd.json" 2>/dev/null
+obd attach "$W/dev.json" --fuse "$W/dev.img" --direct-io --service-config "$W/overlaybd.json" >/dev/null
+lo=$(losetup -r -f --show "$W/dev.img"); measure fusedio "$lo"; losetup -d "$lo"
+obd detach "$W/dev.img" --service-config "$W/overlaybd.json" 2>/dev/null
 
 obd attach "$W/dev.json" --nbd "unix:$W/nbd.sock" --service-config "$W/overlaybd.json" >/dev/null
 mkdir -p "$W/nbdfuse"
@@ -94,7 +97,7 @@ echo "== daemon RSS with 64 devices of a 64-layer image"
 lowers=""
 for l in $(seq -w 0 63); do
   "$bin/overlaybd-create" --vsize-bytes $((1 << 30)) "$W/l.data" "$W/l.index" 1 >/dev/null
-  head -c 65536 /dev/urandom | obd write "$W/l.data" "$W/l.index" --offset $((10#$l * 1048576))
+  head -c 65536 /dev/urandom | obd write "$W/l.data" "$W/l.index" --offset $((10#$l * 1048576)) >/dev/null
   "$bin/overlaybd-commit" "$W/l.data" "$W/l.index" "$W/l$l.commit" >/dev/null
   rm -f "$W/l.data" "$W/l.index"
   lowers="$lowers${lowers:+,}{\"file\":\"$W/l$l.commit\"}"
@@ -114,6 +117,8 @@ echo
 echo "== results (${size_mib} MiB file, ext4, caches dropped per run)"
 awk -v a="$seq_fuse" -v b="$seq_raw" 'BEGIN { printf "FUSE / raw loop sequential: %.2fx (target >= 0.6x)\n", a / b }'
 awk -v a="$rand_fuse" -v b="$rand_raw" 'BEGIN { printf "FUSE / raw loop random 4K IOPS: %.2fx\n", a / b }'
+awk -v a="$seq_fusedio" -v b="$seq_raw" 'BEGIN { printf "FUSE --direct-io / raw loop sequential: %.2fx\n", a / b }'
+awk -v a="$rand_fusedio" -v b="$rand_raw" 'BEGIN { printf "FUSE --direct-io / raw loop random 4K IOPS: %.2fx\n", a / b }'
 awk -v a="$seq_nbd" -v b="$seq_raw" 'BEGIN { printf "NBD (nbdfuse) / raw sequential: %.2fx\n", a / b }'
 awk -v a="$rand_nbd" -v b="$rand_raw" 'BEGIN { printf "NBD (nbdfuse) / raw random 4K IOPS: %.2fx\n", a / b }'
 printf 'daemon RSS: %d KiB idle, %d KiB with 64 devices x 64 layers (target <= 65536 KiB), %d threads\n' "$rss0" "$rss" "$thr"

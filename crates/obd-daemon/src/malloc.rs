@@ -6,13 +6,13 @@
 //! 59 MiB RSS before a single read; with the threshold pinned, 8 MiB. Pinning it keeps large
 //! buffers as fresh mappings that the kernel only backs when touched and frees on release.
 
-/// Pin glibc's mmap threshold at 128 KiB (its initial value), turning off the dynamic raise.
+/// Pin glibc's mmap threshold at 4 MiB, turning off its dynamic raise.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn pin_mmap_threshold() {
     // SAFETY: mallopt only changes allocator parameters; M_MMAP_THRESHOLD with a value below
     // its 32 MiB maximum is valid, and it is called before the daemon starts other threads.
-    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) };
     if ok != 1 {
         tracing::warn!("mallopt(M_MMAP_THRESHOLD) failed; memory use may be higher");
     }

@@ -136,6 +136,14 @@ impl Manager {
             for d in devs.iter() {
                 let mut theirs = target_keys(&d.req.export);
                 theirs.push(d.entry.id.clone());
+                if d.req.export == req.export && d.req.config == req.config && d.entry.id == id {
+                    // The same request again (e.g. after a restart restored it): already done.
+                    info!(
+                        device = id,
+                        "{} is already attached from the same config", req.export
+                    );
+                    return Ok(d.entry.clone());
+                }
                 if keys.iter().any(|k| theirs.contains(k)) {
                     bail!(
                         "{} is already attached (device {}, config {})",

@@ -163,6 +163,9 @@ impl Filesystem for DeviceFs {
         if let Err(max) = config.set_max_readahead(MAX_IO) {
             let _ = config.set_max_readahead(max);
         }
+        // Let the kernel keep more read-ahead and loop requests in flight (default 12).
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         debug!(file = %self.name, abi = ?config.kernel_abi(), "FUSE INIT");
         Ok(())
     }

@@ -51,7 +51,7 @@ struct Shared {
 pub struct NbdServer {
     addr: NbdAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<Vec<JoinHandle<()>>>>,
+    accept: Option<AcceptThread>,
     wake: Option<UnixStream>,
     /// The socket file we created, with its device and inode numbers.
     socket_file: Option<(PathBuf, u64, u64)>,
@@ -79,11 +79,35 @@ impl NbdServer {
             )));
         }
         let (listener, addr, socket_file) = bind(addr)?;
+        let spawned = Self::spawn_acceptor(listener, &addr, dev, name);
+        let (shared, accept, wake) = match spawned {
+            Ok(parts) => parts,
+            Err(e) => {
+                remove_socket_file(socket_file.as_ref());
+                return Err(e.context(&addr));
+            }
+        };
+        debug!(export = %name, addr = %addr, "NBD server listening");
+        Ok(NbdServer {
+            addr,
+            shared,
+            accept: Some(accept),
+            wake: Some(wake),
+            socket_file,
+        })
+    }
+
+    /// Start the accept thread on a bound listener.
+    fn spawn_acceptor(
+        listener: Listener,
+        addr: &NbdAddr,
+        dev: Arc<dyn BlockDevice>,
+        name: &str,
+    ) -> Result<(Arc<Shared>, AcceptThread, UnixStream)> {
         listener
             .set_nonblocking(true)
-            .map_err(|e| Error::io("set_nonblocking", e).context(&addr))?;
-        let (wake_rx, wake_tx) =
-            UnixStream::pair().map_err(|e| Error::io("socketpair", e).context(&addr))?;
+            .map_err(|e| Error::io("set_nonblocking", e))?;
+        let (wake_rx, wake_tx) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
         let shared = Arc::new(Shared {
             export: Export {
                 dev,
@@ -98,22 +122,8 @@ impl NbdServer {
         let accept = std::thread::Builder::new()
             .name("nbd-accept".into())
             .spawn(move || accept_loop(&listener, &wake_rx, &sh, &label))
-            .map_err(|e| Error::io("spawn", e).context(&addr));
-        let accept = match accept {
-            Ok(a) => a,
-            Err(e) => {
-                remove_socket_file(socket_file.as_ref());
-                return Err(e);
-            }
-        };
-        debug!(export = %name, addr = %addr, "NBD server listening");
-        Ok(NbdServer {
-            addr,
-            shared,
-            accept: Some(accept),
-            wake: Some(wake_tx),
-            socket_file,
-        })
+            .map_err(|e| Error::io("spawn", e))?;
+        Ok((shared, accept, wake_tx))
     }
 
     /// The bound address (for TCP port 0, with the port that was picked).
@@ -198,6 +208,8 @@ impl Drop for NbdServer {
 }
 
 type Bound = (Listener, NbdAddr, Option<(PathBuf, u64, u64)>);
+/// The accept thread; it returns the connection threads still to join.
+type AcceptThread = JoinHandle<Vec<JoinHandle<()>>>;
 
 fn bind(addr: &NbdAddr) -> Result<Bound> {
     match addr {

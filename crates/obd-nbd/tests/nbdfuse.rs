@@ -41,7 +41,7 @@ struct Stack {
 }
 
 impl Stack {
-    /// nbdfuse on `mnt`, exposing the export as `mnt/disk.img`.
+    /// nbdfuse on `mnt`, exposing the export as `mnt/nbd-export.img`.
     fn fuse(&mut self, mnt: &Path, uri: &str, read_only: bool) -> PathBuf {
         std::fs::create_dir_all(mnt).unwrap();
         let mut cmd = Command::new("nbdfuse");
@@ -51,7 +51,7 @@ impl Stack {
         // Its output goes to a file: an inherited pipe would outlive a failed test.
         let log = std::fs::File::create(mnt.with_extension("log")).unwrap();
         let child = cmd
-            .arg(mnt.join("disk.img"))
+            .arg(mnt.join("nbd-export.img"))
             .arg(uri)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -59,24 +59,36 @@ impl Stack {
             .spawn()
             .expect("start nbdfuse");
         self.fuse = Some((mnt.to_path_buf(), child));
-        let file = mnt.join("disk.img");
+        let file = mnt.join("nbd-export.img");
         wait_for("the nbdfuse mount", Duration::from_secs(20), || {
             is_mounted(mnt) && file.exists()
         });
         file
     }
 
+    /// `losetup -f --show`, retried: parallel tests (ours and other crates') race for the
+    /// free loop devices.
     fn attach_loop(&mut self, file: &Path, read_only: bool) -> String {
-        let mut cmd = Command::new("losetup");
-        if read_only {
-            cmd.arg("-r");
+        let mut last = String::new();
+        for _ in 0..20 {
+            let mut cmd = Command::new("losetup");
+            if read_only {
+                cmd.arg("-r");
+            }
+            let o = run_timeout(
+                cmd.args(["-f", "--show"]).arg(file),
+                Duration::from_secs(60),
+            );
+            if o.status.success() {
+                let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                assert!(dev.starts_with("/dev/loop"), "{dev}");
+                self.loop_dev = Some(dev.clone());
+                return dev;
+            }
+            last = String::from_utf8_lossy(&o.stderr).into_owned();
+            std::thread::sleep(Duration::from_millis(200));
         }
-        let dev = run_ok(cmd.args(["-f", "--show"]).arg(file))
-            .trim()
-            .to_string();
-        assert!(dev.starts_with("/dev/loop"), "{dev}");
-        self.loop_dev = Some(dev.clone());
-        dev
+        panic!("losetup {}: {last}", file.display());
     }
 
     fn mount(&mut self, dev: &str, mnt: &Path, read_only: bool) {
@@ -130,6 +142,19 @@ impl Stack {
                     "losetup -d {d}: {}",
                     String::from_utf8_lossy(&o.stderr)
                 );
+            }
+            // Detaching completes asynchronously; the FUSE file stays busy until it has.
+            for _ in 0..250 {
+                let o = run_timeout(
+                    Command::new("losetup")
+                        .args(["-n", "-O", "BACK-FILE"])
+                        .arg(d),
+                    Duration::from_secs(60),
+                );
+                if !o.status.success() || o.stdout.iter().all(u8::is_ascii_whitespace) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
             self.loop_dev = None;
         }

@@ -87,10 +87,19 @@ fn attach_list_detach_restart_restore() {
         eprintln!("SKIP read check: nbdcopy not installed");
     }
 
-    // Attaching the same export twice is refused.
-    let (ok, _, err) = run(d
+    // The same attach again is a no-op success; another config on the same export is refused.
+    let (ok, out, err) = run(d
         .obd("attach")
         .arg(&cfg)
+        .arg("--nbd")
+        .arg(format!("unix:{}", sock.display())));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("unix:{}", sock.display()));
+    let other = dir.path().join("other.json");
+    device_config(&other, &lowers[..1], None);
+    let (ok, _, err) = run(d
+        .obd("attach")
+        .arg(&other)
         .arg("--nbd")
         .arg(format!("unix:{}", sock.display())));
     assert!(!ok && err.contains("already attached"), "{err}");

@@ -60,15 +60,20 @@ fn sixty_four_devices_of_a_sixty_four_layer_image() {
             .unwrap();
         assert!(buf == model, "{} reads wrong bytes", f.display());
     }
-    let rss = fs::read_to_string(format!("/proc/{}/status", d.pid()))
+    let rss_kib: u64 = fs::read_to_string(format!("/proc/{}/status", d.pid()))
         .unwrap()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap_or("")
-        .to_string();
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
     eprintln!(
-        "daemon with 64 devices of a 64-layer image: {rss}, {} threads",
+        "daemon with 64 devices of a 64-layer image: RSS {rss_kib} KiB, {} threads",
         d.threads()
+    );
+    // Regression guard: glibc's dynamic mmap threshold once made this 620 MiB.
+    assert!(
+        rss_kib <= 64 * 1024,
+        "daemon RSS {rss_kib} KiB with 64 devices exceeds 64 MiB"
     );
     for f in &files {
         let out = d.obd("detach").arg(f).output().unwrap();

@@ -65,7 +65,14 @@ pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let _ = child.wait();
+            // A process stuck in the kernel (e.g. on a dead FUSE mount) may not die at once:
+            // give it a moment, but never block here.
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             panic!("{desc}: timed out after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
