@@ -53,6 +53,19 @@ fn probe(path: &Path) -> std::io::Result<()> {
         .map(|_| ())
 }
 
+/// The size-rotated log file at `path` (created, with its directory, when missing).
+fn rotating_file(path: &Path, settings: &LogSettings) -> std::io::Result<FileRotate<AppendCount>> {
+    probe(path)?;
+    let limit = usize::try_from(settings.max_bytes.max(4096)).unwrap_or(usize::MAX);
+    Ok(FileRotate::new(
+        path,
+        AppendCount::new(settings.keep.max(1)),
+        ContentLimit::BytesSurpassed(limit),
+        Compression::None,
+        None,
+    ))
+}
+
 /// Install the global subscriber. Returns a warning to print when the log file cannot be
 /// used (logging then goes to stderr only). Calling it twice is harmless.
 pub fn init(settings: &LogSettings) -> Option<String> {
@@ -62,24 +75,19 @@ pub fn init(settings: &LogSettings) -> Option<String> {
         .unwrap_or_else(|| EnvFilter::new(level_name(settings.level)));
     let stderr = std::io::stderr;
     let mut problem = None;
-    let file = settings.file.as_ref().and_then(|p| match probe(p) {
-        Ok(()) => Some(FileRotate::new(
-            p,
-            AppendCount::new(settings.keep.max(1)),
-            ContentLimit::BytesSurpassed(
-                usize::try_from(settings.max_bytes.max(4096)).unwrap_or(usize::MAX),
-            ),
-            Compression::None,
-            None,
-        )),
-        Err(e) => {
-            problem = Some(format!(
-                "cannot log to {}: {e}; logging to stderr only",
-                p.display()
-            ));
-            None
-        }
-    });
+    let file = settings
+        .file
+        .as_ref()
+        .and_then(|p| match rotating_file(p, settings) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                problem = Some(format!(
+                    "cannot log to {}: {e}; logging to stderr only",
+                    p.display()
+                ));
+                None
+            }
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
@@ -105,6 +113,40 @@ mod tests {
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"x").unwrap();
         assert!(probe(&blocker.join("obd.log")).is_err());
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_the_configured_count() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/obd.log");
+        let settings = LogSettings {
+            level: 1,
+            file: Some(path.clone()),
+            max_bytes: 8192,
+            keep: 2,
+        };
+        let mut f = rotating_file(&path, &settings).unwrap();
+        let line = [b'x'; 1023];
+        for _ in 0..64 {
+            f.write_all(&line).unwrap();
+            f.write_all(b"\n").unwrap();
+        }
+        f.flush().unwrap();
+        assert!(path.exists());
+        let rotated = |n: u32| dir.path().join(format!("logs/obd.log.{n}"));
+        assert!(
+            rotated(1).exists() && rotated(2).exists(),
+            "no rotation happened"
+        );
+        assert!(
+            !rotated(3).exists(),
+            "more than logRotateNum old files kept"
+        );
+        for p in [path.clone(), rotated(1), rotated(2)] {
+            let len = std::fs::metadata(&p).unwrap().len();
+            assert!(len <= 8192 + 1024, "{} is {len} bytes", p.display());
+        }
     }
 
     #[test]

@@ -61,18 +61,7 @@ fn kill9_during_writes_loses_no_flushed_write() {
     let mut d = Daemon::new(p);
     d.start();
     let disk = p.join("disk.img");
-    let out = d
-        .obd("attach")
-        .arg(&cfg)
-        .arg("--fuse")
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.attach(&cfg, "--fuse", &disk);
 
     let model = Arc::new(Mutex::new(vec![Block::default(); BLOCKS]));
     let mut rng = pattern(99, 8 * rounds as usize + 8);
@@ -180,18 +169,7 @@ fn ext4_over_a_killed_daemon_fails_with_eio_not_a_hang() {
     let mut d = Daemon::new(p);
     d.start();
     let disk = p.join("disk.img");
-    let out = d
-        .obd("attach")
-        .arg(&cfg)
-        .arg("--fuse")
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.attach(&cfg, "--fuse", &disk);
     let lo = losetup(&disk, true);
     let mnt = p.join("mnt");
     fs::create_dir_all(&mnt).unwrap();

@@ -18,36 +18,19 @@ fn ext4_through_fuse_write_commit_and_reread() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
     let vsize = 256 * MIB;
-    let base = mkfs_base(p, vsize);
-    let (up_data, up_index) = new_upper(p, "up", vsize);
-    let rw_cfg = p.join("rw.json");
-    device_config(
-        &rw_cfg,
-        std::slice::from_ref(&base),
-        Some((&up_data, &up_index)),
-    );
-    let src = p.join("src");
-    make_tree(&src);
+    let RwStack {
+        base,
+        up_data,
+        up_index,
+        rw_cfg,
+        src,
+    } = rw_stack(p, vsize);
 
     let mut d = Daemon::new(p);
     d.start();
     let disk = p.join("disk.img");
-    let out = d
-        .obd("attach")
-        .arg(&rw_cfg)
-        .arg("--fuse")
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "attach: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        disk.display().to_string()
-    );
+    let printed = d.attach(&rw_cfg, "--fuse", &disk);
+    assert_eq!(printed.trim(), disk.display().to_string());
     assert_eq!(fs::metadata(&disk).unwrap().len(), vsize);
     let lo = losetup(&disk, false);
     let mnt = p.join("mnt");
@@ -78,33 +61,11 @@ fn ext4_through_fuse_write_commit_and_reread() {
     );
 
     let layer1 = p.join("layer1.commit");
-    let out = Command::new(env!("CARGO_BIN_EXE_overlaybd-commit"))
-        .arg("-z")
-        .arg(&up_data)
-        .arg(&up_index)
-        .arg(&layer1)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    commit_layer(&up_data, &up_index, &layer1, true);
     let ro_cfg = p.join("ro.json");
     device_config(&ro_cfg, &[base, layer1], None);
     let ro = p.join("ro.img");
-    let out = d
-        .obd("attach")
-        .arg(&ro_cfg)
-        .arg("--fuse")
-        .arg(&ro)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "attach ro: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.attach(&ro_cfg, "--fuse", &ro);
     // The read-only file refuses writes.
     assert!(
         fs::OpenOptions::new().write(true).open(&ro).is_err(),
@@ -143,18 +104,7 @@ fn sigterm_flushes_and_unmounts() {
     let mut d = Daemon::new(p);
     d.start();
     let disk = p.join("disk.img");
-    let out = d
-        .obd("attach")
-        .arg(&cfg)
-        .arg("--fuse")
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.attach(&cfg, "--fuse", &disk);
     let data = pattern(9, 3 * MIB as usize);
     {
         use std::os::unix::fs::FileExt;

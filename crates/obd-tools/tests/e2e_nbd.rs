@@ -69,32 +69,18 @@ fn ext4_through_nbd_write_commit_and_reread() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
     let vsize = 256 * MIB;
-    let base = mkfs_base(p, vsize);
-    let (up_data, up_index) = new_upper(p, "up", vsize);
-    let rw_cfg = p.join("rw.json");
-    device_config(
-        &rw_cfg,
-        std::slice::from_ref(&base),
-        Some((&up_data, &up_index)),
-    );
-    let src = p.join("src");
-    make_tree(&src);
+    let RwStack {
+        base,
+        up_data,
+        up_index,
+        rw_cfg,
+        src,
+    } = rw_stack(p, vsize);
     let mut d = Daemon::new(p);
     d.start();
 
     let sock = p.join("rw.sock");
-    let out = d
-        .obd("attach")
-        .arg(&rw_cfg)
-        .arg("--nbd")
-        .arg(format!("unix:{}", sock.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "attach: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.attach(&rw_cfg, "--nbd", format!("unix:{}", sock.display()));
     let uri = format!("nbd+unix:///?socket={}", sock.display());
     let info = sh("nbdinfo", &[&uri]);
     assert!(info.contains(&vsize.to_string()), "{info}");
@@ -127,14 +113,7 @@ fn ext4_through_nbd_write_commit_and_reread() {
     );
 
     let layer1 = p.join("layer1.commit");
-    let out = Command::new(env!("CARGO_BIN_EXE_overlaybd-commit"))
-        .arg("-z")
-        .arg(&up_data)
-        .arg(&up_index)
-        .arg(&layer1)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    commit_layer(&up_data, &up_index, &layer1, true);
     let ro_cfg = p.join("ro.json");
     device_config(&ro_cfg, &[base, layer1], None);
     // Read-only over TCP on loopback this time.
@@ -144,18 +123,7 @@ fn ext4_through_nbd_write_commit_and_reread() {
         .unwrap()
         .port();
     let addr = format!("tcp:127.0.0.1:{port}");
-    let out = d
-        .obd("attach")
-        .arg(&ro_cfg)
-        .arg("--nbd")
-        .arg(&addr)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "attach ro: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.attach(&ro_cfg, "--nbd", &addr);
     let uri = format!("nbd://127.0.0.1:{port}");
     let io = Command::new("qemu-io")
         .args(["-f", "raw", "-c", "write -P 0xab 1M 4k", &uri])

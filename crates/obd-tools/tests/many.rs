@@ -37,18 +37,7 @@ fn sixty_four_devices_of_a_sixty_four_layer_image() {
         let cfg = p.join(format!("dev{i:02}.json"));
         device_config(&cfg, &lowers, None);
         let disk = p.join(format!("dev{i:02}.img"));
-        let out = d
-            .obd("attach")
-            .arg(&cfg)
-            .arg("--fuse")
-            .arg(&disk)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "attach {i}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        d.attach(&cfg, "--fuse", &disk);
         files.push(disk);
     }
     assert_eq!(d.client().list().unwrap().len(), 64);

@@ -163,6 +163,24 @@ impl Daemon {
         c
     }
 
+    /// `obd attach CFG --fuse|--nbd TARGET`, which must succeed; returns its stdout.
+    pub fn attach(&self, cfg: &Path, how: &str, target: impl AsRef<std::ffi::OsStr>) -> String {
+        let out = self
+            .obd("attach")
+            .arg(cfg)
+            .arg(how)
+            .arg(target)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "attach {} {how}: {}",
+            cfg.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// SIGKILL, like a crash.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -318,6 +336,21 @@ pub fn committed_layer(dir: &Path, out: &Path, vsize: u64, writes: &[(u64, Vec<u
     fs::remove_file(&index).unwrap();
 }
 
+/// `overlaybd-commit [-z] DATA INDEX OUT`, which must succeed.
+pub fn commit_layer(data: &Path, index: &Path, out: &Path, compress: bool) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_overlaybd-commit"));
+    if compress {
+        c.arg("-z");
+    }
+    let res = c.arg(data).arg(index).arg(out).output().unwrap();
+    assert!(
+        res.status.success(),
+        "commit {}: {}",
+        data.display(),
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
 /// Write a device config with these lowers and optional (data, index) upper.
 pub fn device_config(path: &Path, lowers: &[PathBuf], upper: Option<(&Path, &Path)>) {
     let lowers: Vec<_> = lowers
@@ -405,13 +438,7 @@ pub fn mkfs_base(dir: &Path, vsize: u64) -> std::path::PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let base = dir.join("base.commit");
-    let st = Command::new(env!("CARGO_BIN_EXE_overlaybd-commit"))
-        .arg(&data)
-        .arg(&index)
-        .arg(&base)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    commit_layer(&data, &index, &base, false);
     base
 }
 
@@ -432,4 +459,35 @@ pub fn new_upper(dir: &Path, name: &str, vsize: u64) -> (std::path::PathBuf, std
         String::from_utf8_lossy(&out.stderr)
     );
     (data, index)
+}
+
+/// An ext4 base layer (mkfs'd, committed), an empty upper over it, their config `rw.json`,
+/// and a source tree to copy in.
+pub struct RwStack {
+    pub base: PathBuf,
+    pub up_data: PathBuf,
+    pub up_index: PathBuf,
+    pub rw_cfg: PathBuf,
+    pub src: PathBuf,
+}
+
+/// Build an [`RwStack`] under `dir`.
+pub fn rw_stack(dir: &Path, vsize: u64) -> RwStack {
+    let base = mkfs_base(dir, vsize);
+    let (up_data, up_index) = new_upper(dir, "up", vsize);
+    let rw_cfg = dir.join("rw.json");
+    device_config(
+        &rw_cfg,
+        std::slice::from_ref(&base),
+        Some((&up_data, &up_index)),
+    );
+    let src = dir.join("src");
+    make_tree(&src);
+    RwStack {
+        base,
+        up_data,
+        up_index,
+        rw_cfg,
+        src,
+    }
 }
