@@ -99,6 +99,14 @@ impl DeviceFs {
         }
     }
 
+    /// Flush the device for `why` and answer the kernel.
+    fn answer_flush(&self, why: &str, reply: ReplyEmpty) {
+        match self.flush_dev(why) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn flush_dev(&self, op: &str) -> Result<(), Errno> {
         self.dev.flush().map_err(|e| {
             warn!(file = %self.name, "{op}: device flush failed: {e}");
@@ -319,10 +327,7 @@ impl Filesystem for DeviceFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.flush_dev("close") {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.answer_flush("close", reply);
     }
 
     fn fsync(
@@ -333,10 +338,7 @@ impl Filesystem for DeviceFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.flush_dev("fsync") {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.answer_flush("fsync", reply);
     }
 
     fn fsyncdir(
@@ -347,10 +349,7 @@ impl Filesystem for DeviceFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.flush_dev("fsyncdir") {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.answer_flush("fsyncdir", reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
