@@ -121,6 +121,7 @@ pub(crate) fn read_header(f: &LayerFile) -> Result<HeaderTrailer> {
             "file is {} bytes, too small for an LSMT header ({HT_SIZE} bytes)",
             f.size()
         ))
+        .at_offset(f.size())
         .with_path(&f.path));
     }
     let buf = f.read_vec(0, HT_SIZE)?;

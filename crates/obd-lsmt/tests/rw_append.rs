@@ -287,6 +287,8 @@ fn wrong_files_are_refused() {
         (e.kind(), e.path()),
         (ErrorKind::Corrupt, Some(short.as_path()))
     );
+    // Regression (fuzz finding): the error also names where the file ends.
+    assert_eq!(e.offset(), Some(100), "{e}");
     // Missing file.
     let e = AppendLayer::open(&dir.path().join("nope"), &i).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
