@@ -124,9 +124,17 @@ impl Manager {
         }
     }
 
-    /// Open and export the device of `req`. On failure the config's `resultFile` (when the
-    /// config could be read) gets `failed:<reason>`; on success it gets `success`.
-    pub fn attach(&self, mut req: AttachRequest) -> Result<DeviceEntry> {
+    /// Open and export the device of `req`, and record it. On failure the config's
+    /// `resultFile` (when it can be found) gets `failed:<reason>`; on success `success`.
+    pub fn attach(&self, req: AttachRequest) -> Result<DeviceEntry> {
+        let entry = self.attach_unrecorded(req)?;
+        self.save_state();
+        Ok(entry)
+    }
+
+    /// [`Manager::attach`] without updating the record (restore rewrites it once at the end,
+    /// so a crash in the middle of a restore loses no recorded device).
+    fn attach_unrecorded(&self, mut req: AttachRequest) -> Result<DeviceEntry> {
         let id = req.id.clone().unwrap_or_else(|| req.export.target());
         req.id = Some(id.clone());
         let mut keys = target_keys(&req.export);
@@ -169,14 +177,13 @@ impl Manager {
         let attached = outcome?;
         let entry = attached.entry.clone();
         lock(&self.devices).push(attached);
-        self.save_state();
         Ok(entry)
     }
 
     fn attach_reserved(&self, req: &AttachRequest, id: &str) -> Result<Attached> {
-        let hint = result_file_hint(&req.config);
         let loaded = DeviceConfig::load(&req.config).map_err(|e| {
-            report(hint.as_deref(), Err(&e));
+            // The config does not parse: its resultFile may still be readable.
+            report(result_file_hint(&req.config).as_deref(), Err(&e));
             error!(device = id, "attach failed: {e}");
             anyhow!("{e}")
         })?;
@@ -184,7 +191,7 @@ impl Manager {
             warn!(device = id, "{w}");
         }
         let cfg = loaded.value;
-        let result_file = hint;
+        let result_file = cfg.result_path(&req.config);
         let opened = self.service.open_config(&cfg, &req.config).map_err(|e| {
             report(result_file.as_deref(), Err(&e));
             error!(device = id, "attach failed: {e}");
@@ -193,7 +200,6 @@ impl Manager {
         for w in &opened.info().warnings {
             warn!(device = id, "{w}");
         }
-        let result_file = opened.info().result_file.clone().or(result_file);
         let device = Arc::new(opened);
         let export = match self.start_export(req, id, device.clone()) {
             Ok(x) => x,
@@ -330,15 +336,9 @@ impl Manager {
             }
         };
         let mut n = 0;
+        // Dead FUSE mounts left by the previous instance are cleared by `attach`.
         for req in recs {
-            if let ExportSpec::Fuse(p) = &req.export {
-                match obd_fuse::clear_stale_mount(p) {
-                    Ok(true) => warn!("cleared a stale FUSE mount at {}", p.display()),
-                    Ok(false) => {}
-                    Err(e) => warn!("cannot clear a stale mount at {}: {e}", p.display()),
-                }
-            }
-            match self.attach(req.clone()) {
+            match self.attach_unrecorded(req.clone()) {
                 Ok(_) => n += 1,
                 Err(e) => error!("cannot restore {}: {e:#}", req.export),
             }
@@ -348,16 +348,16 @@ impl Manager {
     }
 }
 
-/// Flush the device and stop its export.
+/// Stop the export of `d`; both exports flush the device themselves.
 fn shutdown_one(d: &mut Attached) -> Result<()> {
-    let flushed = d.device.flush();
-    let stopped = match d.export.take() {
+    match d.export.take() {
         Some(Export::Fuse(f)) => f.unmount().map_err(anyhow::Error::from),
         Some(Export::Nbd(n)) => n.shutdown().map_err(anyhow::Error::from),
-        None => Ok(()),
-    };
-    flushed.with_context(|| format!("flushing {}", d.entry.id))?;
-    stopped
+        None => d
+            .device
+            .flush()
+            .with_context(|| format!("flushing {}", d.entry.id)),
+    }
 }
 
 /// Write the outcome to a result file, logging (not failing) when that is impossible.

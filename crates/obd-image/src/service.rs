@@ -201,7 +201,7 @@ impl ImageService {
             read_only,
             lowers: lowers.len(),
             upper: upper_files,
-            result_file: cfg.result_file.as_deref().map(|p| absolutize(base, p)),
+            result_file: cfg.result_path(config_path),
             warnings,
         };
         Ok(ImageDevice { info, stack, body })

@@ -395,6 +395,22 @@ fn load_reads_files_and_names_them() {
     assert_eq!(result_file_hint(&missing), None);
     std::fs::write(&p, "{").unwrap();
     assert_eq!(result_file_hint(&p), None);
+    // Regression: a relative resultFile is relative to the config's directory, whether the
+    // config parses (result_path) or not (the hint), never to the daemon's working directory.
+    let dir = p.parent().unwrap();
+    std::fs::write(
+        &p,
+        r#"{"lowers": [{"file": 7}], "resultFile": "out/result"}"#,
+    )
+    .unwrap();
+    assert_eq!(result_file_hint(&p), Some(dir.join("out/result")));
+    std::fs::write(
+        &p,
+        r#"{"lowers": [{"file": "l"}], "resultFile": "out/result"}"#,
+    )
+    .unwrap();
+    let c = DeviceConfig::load(&p).unwrap();
+    assert_eq!(c.result_path(&p), Some(dir.join("out/result")));
 }
 
 #[test]

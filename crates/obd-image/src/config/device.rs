@@ -284,13 +284,27 @@ impl DeviceConfig {
     }
 }
 
-/// Best-effort `resultFile` of a config that may not parse: lets a caller report a config
-/// error in the result file the snapshotter is waiting on.
+/// Where `resultFile` (as written in the config at `config_path`) points: relative paths are
+/// taken relative to the config file's directory, like every other path in it.
+fn resolve_result_file(config_path: &Path, result_file: &Path) -> Option<PathBuf> {
+    if result_file.as_os_str().is_empty() {
+        return None;
+    }
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    Some(crate::source::absolutize(base, result_file))
+}
+
+impl DeviceConfig {
+    /// The resolved `resultFile` of this config, read from `config_path`.
+    pub fn result_path(&self, config_path: &Path) -> Option<PathBuf> {
+        resolve_result_file(config_path, self.result_file.as_deref()?)
+    }
+}
+
+/// Best-effort resolved `resultFile` of a config that may not parse: lets a caller report a
+/// config error in the result file the snapshotter is waiting on.
 pub fn result_file_hint(path: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    match v.get("resultFile")?.as_str()? {
-        "" => None,
-        s => Some(PathBuf::from(s)),
-    }
+    resolve_result_file(path, Path::new(v.get("resultFile")?.as_str()?))
 }
