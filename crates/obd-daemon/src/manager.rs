@@ -67,26 +67,6 @@ fn target_keys(spec: &ExportSpec) -> Vec<String> {
     }
 }
 
-/// Loop devices whose backing file is `path` (from sysfs).
-pub fn loops_backed_by(path: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/sys/block") else {
-        return found;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file"))
-            && Path::new(b.trim_end()) == path
-        {
-            found.push(format!("/dev/{name}"));
-        }
-    }
-    found
-}
-
 impl Manager {
     /// A manager over `service`, recording attachments in `state` when given.
     pub fn new(service: ImageService, state: Option<StateStore>) -> Self {
@@ -287,28 +267,19 @@ impl Manager {
                 d.entry.id == target || target_keys(&d.req.export).iter().any(|k| k == target)
             })
             .ok_or_else(|| anyhow!("no attached device matches '{target}'"))?;
-        if let ExportSpec::Fuse(p) = &devs[pos].req.export {
-            let loops = loops_backed_by(p);
-            if !loops.is_empty() {
-                bail!(
-                    "{} is in use by {}; detach it first (losetup -d {})",
-                    p.display(),
-                    loops.join(", "),
-                    loops.join(" ")
-                );
-            }
-        }
         let mut d = devs.remove(pos);
         drop(devs);
-        let res = shutdown_one(&mut d);
-        if let Err(e) = &res {
+        if let Err(e) = shutdown_one(&mut d) {
             error!(device = d.entry.id, "detach: {e:#}");
+            if d.export.is_some() {
+                // Still exported (e.g. a loop device holds the FUSE file): keep it attached.
+                lock(&self.devices).push(d);
+            }
+            return Err(e);
         }
         self.save_state();
-        res.map(|()| {
-            info!(device = d.entry.id, "detached {}", d.req.export);
-            d.entry
-        })
+        info!(device = d.entry.id, "detached {}", d.req.export);
+        Ok(d.entry)
     }
 
     /// Flush every device and stop every export (daemon shutdown). The record is kept, so
@@ -348,10 +319,14 @@ impl Manager {
     }
 }
 
-/// Stop the export of `d`; both exports flush the device themselves.
+/// Stop the export of `d`; both exports flush the device themselves. A FUSE export that
+/// cannot be unmounted (busy) stays in `d`.
 fn shutdown_one(d: &mut Attached) -> Result<()> {
     match d.export.take() {
-        Some(Export::Fuse(f)) => f.unmount().map_err(anyhow::Error::from),
+        Some(Export::Fuse(mut f)) => f.try_unmount().map_err(|e| {
+            d.export = Some(Export::Fuse(f));
+            anyhow::Error::from(e)
+        }),
         Some(Export::Nbd(n)) => n.shutdown().map_err(anyhow::Error::from),
         None => d
             .device

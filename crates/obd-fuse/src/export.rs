@@ -356,12 +356,20 @@ impl FuseExport {
             Ok(()) => Ok(Unmounted::Now),
             Err(rustix::io::Errno::INVAL) => Ok(Unmounted::Already),
             Err(rustix::io::Errno::BUSY) => {
-                Err(
-                    os_err("unmount", rustix::io::Errno::BUSY, &self.path).context(
-                        "the export is busy: a loop device or a process still uses the file \
-                     (detach it with `losetup -d`, close it, then unmount again)",
-                    ),
-                )
+                let loops = crate::mounts::loops_backed_by(&self.path);
+                let why = if loops.is_empty() {
+                    "the export is busy: a process still uses the file (close it, then unmount \
+                     again)"
+                        .to_string()
+                } else {
+                    format!(
+                        "the export is in use by {}; detach it first (losetup -d {}), then \
+                         unmount again",
+                        loops.join(", "),
+                        loops.join(" ")
+                    )
+                };
+                Err(os_err("unmount", rustix::io::Errno::BUSY, &self.path).context(why))
             }
             Err(e) => Err(os_err("unmount", e, &self.path)),
         }

@@ -38,7 +38,7 @@ mod mounts;
 
 pub use aligned::Aligned;
 pub use export::FuseExport;
-pub use mounts::{clear_stale_mount, fuse_unavailable_reason, is_fuse_mounted};
+pub use mounts::{clear_stale_mount, fuse_unavailable_reason, is_fuse_mounted, loops_backed_by};
 
 /// How a device is exported.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -122,6 +122,27 @@ pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Loop devices (`/dev/loopN`) whose backing file is `path`, from sysfs.
+pub fn loops_backed_by(path: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/sys/block") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file"))
+            && Path::new(b.trim_end()) == path
+        {
+            found.push(format!("/dev/{name}"));
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Whether a FUSE filesystem is mounted at `path` (from `/proc/self/mountinfo`).
 ///
 /// Works for a stale mount whose daemon died, where any `stat` of `path` fails.
