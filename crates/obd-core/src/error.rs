@@ -26,13 +26,22 @@ pub enum ErrorKind {
     ReadOnly,
     /// Creating something that already exists.
     AlreadyExists,
+    /// A remote operation did not finish within its time limit.
+    TimedOut,
+    /// Credentials were missing or rejected (registry 401/403).
+    PermissionDenied,
 }
 
 impl ErrorKind {
     /// The errno a block frontend (FUSE, NBD) reports for this kind of failure.
     pub fn errno(self) -> i32 {
         match self {
-            ErrorKind::Io | ErrorKind::Corrupt | ErrorKind::Checksum => libc::EIO,
+            // A block device has one way to say a remote read failed: EIO.
+            ErrorKind::Io
+            | ErrorKind::Corrupt
+            | ErrorKind::Checksum
+            | ErrorKind::TimedOut
+            | ErrorKind::PermissionDenied => libc::EIO,
             ErrorKind::Unsupported => libc::EOPNOTSUPP,
             ErrorKind::InvalidInput | ErrorKind::OutOfRange => libc::EINVAL,
             ErrorKind::NotFound => libc::ENOENT,
@@ -193,6 +202,8 @@ impl From<Error> for std::io::Error {
             ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
             ErrorKind::Corrupt | ErrorKind::Checksum => std::io::ErrorKind::InvalidData,
             ErrorKind::ReadOnly => std::io::ErrorKind::ReadOnlyFilesystem,
+            ErrorKind::TimedOut => std::io::ErrorKind::TimedOut,
+            ErrorKind::PermissionDenied => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Io => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, e)

@@ -19,6 +19,7 @@ mod error;
 mod file;
 mod io;
 mod mem;
+pub mod priority;
 mod slice;
 #[cfg(feature = "testing")]
 pub mod testing;
