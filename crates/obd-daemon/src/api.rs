@@ -14,10 +14,14 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::manager::Manager;
-use crate::protocol::{ApiError, AttachRequest, DetachRequest, Health};
+use obd_image::RegistrySource;
+
+use crate::protocol::{ApiError, AttachRequest, CacheReply, DetachRequest, GcRequest, Health};
 
 /// What the handlers share.
 pub struct ApiState {
+    /// Registry access (cache operations, layer status), when configured.
+    pub remote: Option<Arc<RegistrySource>>,
     /// The attached devices.
     pub manager: Arc<Manager>,
     /// Daemon start time.
@@ -36,6 +40,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/attach", post(attach))
         .route("/v1/detach", post(detach))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/layers", get(layers))
+        .route("/v1/cache", get(cache_list))
+        .route("/v1/cache/gc", post(cache_gc))
+        .route("/v1/cache/clear", post(cache_clear))
         .with_state(state)
 }
 
@@ -122,4 +130,79 @@ async fn detach(State(s): State<Arc<ApiState>>, body: Bytes) -> Response {
 async fn shutdown(State(s): State<Arc<ApiState>>) -> Response {
     s.shutdown.notify_one();
     json(StatusCode::OK, &serde_json::json!({}))
+}
+
+async fn layers(State(s): State<Arc<ApiState>>) -> Response {
+    json(StatusCode::OK, &s.manager.service().remote_status())
+}
+
+/// The shared cache, or the reply saying there is none.
+fn cache_of(s: &ApiState) -> Result<Arc<obd_cache::BlobCache>, Box<Response>> {
+    s.remote
+        .as_ref()
+        .and_then(|r| r.cache().cloned())
+        .ok_or_else(|| {
+            Box::new(fail(
+                StatusCode::NOT_FOUND,
+                "this daemon has no registry cache (registry access is off)".into(),
+            ))
+        })
+}
+
+async fn cache_list(State(s): State<Arc<ApiState>>) -> Response {
+    let c = match cache_of(&s) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let reply = tokio::task::spawn_blocking(move || CacheReply {
+        dir: c.dir().to_path_buf(),
+        usage: serde_json::to_value(c.usage()).unwrap_or_default(),
+        entries: serde_json::to_value(c.list()).unwrap_or_default(),
+    })
+    .await;
+    match reply {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cache list failed: {e}"),
+        ),
+    }
+}
+
+async fn cache_gc(State(s): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let req: GcRequest = if body.is_empty() {
+        GcRequest::default()
+    } else {
+        match parse(&body) {
+            Ok(r) => r,
+            Err(r) => return *r,
+        }
+    };
+    let c = match cache_of(&s) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match tokio::task::spawn_blocking(move || c.gc(req.target)).await {
+        Ok(Ok(report)) => json(StatusCode::OK, &report),
+        Ok(Err(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cache gc failed: {e}"),
+        ),
+    }
+}
+
+async fn cache_clear(State(s): State<Arc<ApiState>>) -> Response {
+    let c = match cache_of(&s) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match tokio::task::spawn_blocking(move || c.clear()).await {
+        Ok(Ok(freed)) => json(StatusCode::OK, &serde_json::json!({ "freedBytes": freed })),
+        Ok(Err(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cache clear failed: {e}"),
+        ),
+    }
 }

@@ -141,6 +141,42 @@ impl Client {
         self.call(Method::POST, "/v1/detach", body, Duration::from_secs(600))
     }
 
+    /// `GET /v1/layers`: remote layers (cache fill, background download).
+    pub fn layers(&self) -> Result<Vec<obd_image::RemoteLayerStatus>> {
+        self.call(
+            Method::GET,
+            "/v1/layers",
+            Vec::new(),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// `GET /v1/cache`.
+    pub fn cache(&self) -> Result<crate::protocol::CacheReply> {
+        self.call(
+            Method::GET,
+            "/v1/cache",
+            Vec::new(),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// `POST /v1/cache/gc`.
+    pub fn cache_gc(&self, target: Option<u64>) -> Result<serde_json::Value> {
+        let body = serde_json::to_vec(&crate::protocol::GcRequest { target })?;
+        self.call(Method::POST, "/v1/cache/gc", body, Duration::from_secs(600))
+    }
+
+    /// `POST /v1/cache/clear`.
+    pub fn cache_clear(&self) -> Result<serde_json::Value> {
+        self.call(
+            Method::POST,
+            "/v1/cache/clear",
+            Vec::new(),
+            Duration::from_secs(600),
+        )
+    }
+
     /// `POST /v1/shutdown`.
     pub fn shutdown(&self) -> Result<()> {
         let _: serde_json::Value = self.call(

@@ -19,6 +19,7 @@ pub mod client;
 pub mod logging;
 mod malloc;
 pub mod manager;
+pub mod metrics;
 pub mod protocol;
 pub mod serve;
 pub mod state;

@@ -87,6 +87,12 @@ impl Manager {
     }
 
     /// Number of attached devices.
+    /// The image service devices are opened with.
+    pub fn service(&self) -> &ImageService {
+        &self.service
+    }
+
+    /// Number of attached devices.
     pub fn len(&self) -> usize {
         lock(&self.devices).len()
     }

@@ -125,3 +125,24 @@ pub struct ApiError {
     /// What went wrong, for a user.
     pub error: String,
 }
+
+/// `GET /v1/cache`: the shared registry cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheReply {
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// Used bytes, capacity, blob count, fill unit.
+    pub usage: serde_json::Value,
+    /// One entry per cached blob.
+    pub entries: serde_json::Value,
+}
+
+/// `POST /v1/cache/gc`: evict least recently used blobs down to `target` bytes (default:
+/// 90% of the capacity).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcRequest {
+    /// Bytes to keep at most.
+    pub target: Option<u64>,
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use obd_image::{GlobalConfig, ImageService};
+use obd_image::{GlobalConfig, ImageService, RegistrySource};
 use rustix::fs::{FlockOperation, flock};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -94,7 +94,9 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         .service_config
         .exists()
         .then(|| opts.service_config.clone());
-    let manager = Arc::new(Manager::new(ImageService::new(global), Some(state)));
+    let exporter = global.exporter_config.clone();
+    let (service, remote) = image_service(global);
+    let manager = Arc::new(Manager::new(service, Some(state)));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -122,8 +124,12 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         if opts.background {
             detach_stdio();
         }
+        if exporter.enable {
+            crate::metrics::spawn_exporter(&exporter).await;
+        }
         let shutdown = Arc::new(Notify::new());
         let state = Arc::new(ApiState {
+            remote,
             manager: manager.clone(),
             started: Instant::now(),
             service_config,
@@ -152,6 +158,36 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
     info!("obd daemon stopped");
     rt.shutdown_timeout(Duration::from_secs(5));
     res
+}
+
+/// The image service with registry access (client + shared cache) when it can be set up;
+/// without it (remote lowers then fail to attach, naming the reason) when not.
+fn image_service(global: GlobalConfig) -> (ImageService, Option<Arc<RegistrySource>>) {
+    match RegistrySource::from_global(&global) {
+        Ok((src, warnings)) => {
+            for w in warnings {
+                warn!("{w}");
+            }
+            if let Some(c) = src.cache() {
+                let u = c.usage();
+                info!(
+                    "registry cache {}: {} blob(s), {} of {} bytes used",
+                    c.dir().display(),
+                    u.blobs,
+                    u.used,
+                    u.capacity
+                );
+            }
+            let src = Arc::new(src);
+            let svc = ImageService::new(global).with_remote(src.clone());
+            (svc, Some(src))
+        }
+        Err(e) => {
+            let why = format!("registry access is off: {e}");
+            error!("{why}");
+            (ImageService::new(global).without_remote(why), None)
+        }
+    }
 }
 
 /// Point stdout and stderr at /dev/null: tells the starting `obd attach` that the daemon

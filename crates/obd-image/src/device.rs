@@ -43,6 +43,36 @@ pub struct ImageDevice {
     pub(crate) info: DeviceInfo,
     pub(crate) stack: Option<Arc<LayerStack>>,
     pub(crate) body: Body,
+    pub(crate) prefetch: Prefetch,
+}
+
+/// Trace recording or prefetching attached to a device (see [`crate::prefetch`]).
+#[derive(Default)]
+pub(crate) enum Prefetch {
+    /// Nothing.
+    #[default]
+    None,
+    /// Recording this device's reads; the trace is written when the device closes.
+    Record(Arc<crate::prefetch::TraceRecorder>),
+    /// Replaying a trace or reading a file list in the background (stopped on close).
+    Running(crate::prefetch::ReplayHandle),
+}
+
+impl Drop for ImageDevice {
+    fn drop(&mut self) {
+        match &self.prefetch {
+            Prefetch::None => {}
+            Prefetch::Record(r) => {
+                if let Err(e) = r.finish() {
+                    tracing::warn!(
+                        "{}: trace not written: {e}",
+                        self.info.config_path.display()
+                    );
+                }
+            }
+            Prefetch::Running(h) => h.stop(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ImageDevice {
@@ -79,6 +109,19 @@ impl ImageDevice {
             .as_ref()
             .map(|s| s.layers().iter().map(|l| l.source().clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Progress of the trace replay or file-list prefetch, if one runs.
+    pub fn prefetch_progress(&self) -> Option<crate::prefetch::ReplayStats> {
+        match &self.prefetch {
+            Prefetch::Running(h) => Some(h.progress()),
+            _ => None,
+        }
+    }
+
+    /// Whether this device records a trace of its reads.
+    pub fn is_recording(&self) -> bool {
+        matches!(self.prefetch, Prefetch::Record(_))
     }
 
     fn read_only_error(&self, offset: u64) -> Error {

@@ -24,7 +24,9 @@ use crate::blob::unwrap_blob;
 use crate::cache::SharedCache;
 use crate::config::device::{DeviceConfig, LowerConfig};
 use crate::config::global::GlobalConfig;
-use crate::device::{Body, DeviceInfo, ImageDevice};
+use crate::device::{Body, DeviceInfo, ImageDevice, Prefetch};
+use crate::heal::{HealingRead, is_bad_bytes};
+use crate::prefetch::{Plan, TraceRecorder};
 use crate::source::{LayerLocation, RemoteBlob, RemoteSource, absolutize, locate};
 use crate::upper::open_writable_with_warnings;
 
@@ -63,6 +65,8 @@ type OpenUppers = HashMap<(u64, u64), Option<Weak<dyn WritableLayer>>>;
 pub struct ImageService {
     global: GlobalConfig,
     remote: Option<Arc<dyn RemoteSource>>,
+    /// Why there is no remote source, when setting one up failed.
+    no_remote_reason: Option<String>,
     layers: SharedCache<LayerKey, dyn ReadAt>,
     stacks: SharedCache<Vec<LayerKey>, LayerStack>,
     uppers: Mutex<OpenUppers>,
@@ -93,6 +97,7 @@ impl ImageService {
         ImageService {
             global,
             remote: None,
+            no_remote_reason: None,
             layers: SharedCache::new(),
             stacks: SharedCache::new(),
             uppers: Mutex::new(HashMap::new()),
@@ -102,6 +107,13 @@ impl ImageService {
     /// Use `remote` for lowers that are not available locally.
     pub fn with_remote(mut self, remote: Arc<dyn RemoteSource>) -> Self {
         self.remote = Some(remote);
+        self
+    }
+
+    /// No remote source, because of `reason` (named when a remote lower is attached).
+    pub fn without_remote(mut self, reason: String) -> Self {
+        self.remote = None;
+        self.no_remote_reason = Some(reason);
         self
     }
 
@@ -146,12 +158,15 @@ impl ImageService {
                 cfg.lowers.len().saturating_sub(1)
             ));
         }
-        if let Some(t) = &cfg.record_trace_path {
-            warnings.push(format!(
-                "{name}: recordTracePath: trace record/replay is not implemented; {} is ignored",
-                t.display()
-            ));
-        }
+        let trace_path = cfg
+            .record_trace_path
+            .as_deref()
+            .map(|p| absolutize(base, p));
+        let plan_loaded = crate::prefetch::plan(trace_path.as_deref()).map_err(|e| {
+            Error::new(e.kind(), format!("recordTracePath: {e}")).with_path(config_path)
+        })?;
+        warnings.extend(plan_loaded.warnings.iter().map(|w| format!("{name}: {w}")));
+        let prefetch_plan = plan_loaded.value;
         let upper_files = match &cfg.upper {
             Some(u) if u.target.is_some() || u.gzip_index.is_some() => {
                 return Err(Error::unsupported(
@@ -165,11 +180,33 @@ impl ImageService {
             None => None,
         };
         let lowers = cfg.block_lowers();
-        let stack = if lowers.is_empty() {
+        let plan = self.plan_lowers(lowers, base, config_path)?;
+        let mut prefetch = Prefetch::None;
+        let stack = if plan.is_empty() {
             None
+        } else if let Plan::Record(path) = &prefetch_plan {
+            let recorder = TraceRecorder::start(path).map_err(|e| {
+                Error::new(e.kind(), format!("recordTracePath: {e}")).with_path(config_path)
+            })?;
+            let s = self.open_recording_stack(cfg, &plan, &recorder, config_path)?;
+            prefetch = Prefetch::Record(recorder);
+            Some(s)
         } else {
-            Some(self.open_stack(cfg, lowers, base, config_path)?)
+            Some(self.open_stack(cfg, &plan, config_path)?)
         };
+        let concurrency = self.global.prefetch_config.concurrency.max(1) as usize;
+        match (prefetch_plan, &stack) {
+            (Plan::Replay(records), Some(s)) => {
+                let layers = s.layers().iter().map(|l| l.source().clone()).collect();
+                prefetch = Prefetch::Running(crate::prefetch::replay(layers, records, concurrency));
+            }
+            (Plan::FileList(paths), Some(s)) => {
+                let dev: Arc<dyn ReadAt> = s.clone();
+                prefetch =
+                    Prefetch::Running(crate::prefetch::prefetch_files(dev, paths, concurrency));
+            }
+            _ => {}
+        }
         let lower_size = stack.as_ref().map_or(0, |s| s.vsize());
         let (body, size, read_only) = match &upper_files {
             None => {
@@ -204,7 +241,16 @@ impl ImageService {
             result_file: cfg.result_path(config_path),
             warnings,
         };
-        Ok(ImageDevice { info, stack, body })
+        if !matches!(prefetch, Prefetch::Record(_)) {
+            // Upstream does not download while recording: the trace would miss the reads.
+            self.start_downloads(cfg, &plan);
+        }
+        Ok(ImageDevice {
+            info,
+            stack,
+            body,
+            prefetch,
+        })
     }
 
     /// Open the writable upper, refusing one another device of this service has open.
@@ -244,24 +290,21 @@ impl ImageService {
         }
     }
 
-    /// Resolve, open (shared) and merge (shared) the lowers.
-    fn open_stack(
+    /// Resolve every lower to a location and a sharing key.
+    fn plan_lowers(
         &self,
-        cfg: &DeviceConfig,
         lowers: &[LowerConfig],
         base: &Path,
         config_path: &Path,
-    ) -> Result<Arc<LayerStack>> {
-        let lower_err = |i: usize, e: Error| {
-            Error::new(e.kind(), format!("lowers[{i}]: {e}")).with_path(config_path)
-        };
+    ) -> Result<Vec<Planned>> {
         let mut plan = Vec::with_capacity(lowers.len());
         for (i, l) in lowers.iter().enumerate() {
-            let location = locate(l, base).map_err(|e| lower_err(i, e))?;
+            let location = locate(l, base).map_err(|e| lower_err(config_path, i, e))?;
             let key = match &location {
                 LayerLocation::Local(p) => {
-                    let md = std::fs::metadata(p)
-                        .map_err(|e| lower_err(i, Error::io("stat", e).with_path(p)))?;
+                    let md = std::fs::metadata(p).map_err(|e| {
+                        lower_err(config_path, i, Error::io("stat", e).with_path(p))
+                    })?;
                     LayerKey::Local {
                         dev: md.dev(),
                         ino: md.ino(),
@@ -275,32 +318,117 @@ impl ImageService {
                 key,
             });
         }
+        Ok(plan)
+    }
+
+    /// Open (shared) and merge (shared) the planned lowers.
+    fn open_stack(
+        &self,
+        cfg: &DeviceConfig,
+        plan: &[Planned],
+        config_path: &Path,
+    ) -> Result<Arc<LayerStack>> {
         let keys: Vec<LayerKey> = plan.iter().map(|p| p.key.clone()).collect();
         self.stacks.get_or_try_insert(&keys, || {
-            let layers = parallel_map(&plan, |p| {
-                let src = self.open_layer(cfg, p)?;
-                LsmtLayer::open(src)
-            })
-            .into_iter()
-            .zip(&plan)
-            .map(|(r, p)| r.map_err(|e| lower_err(p.index, e)))
-            .collect::<Result<Vec<_>>>()?;
+            let layers = parallel_map(plan, |p| self.open_lsmt(cfg, p))
+                .into_iter()
+                .zip(plan)
+                .map(|(r, p)| r.map_err(|e| lower_err(config_path, p.index, e)))
+                .collect::<Result<Vec<_>>>()?;
             let stack = LayerStack::from_layers(layers).map_err(|e| e.with_path(config_path))?;
             Ok(Arc::new(stack))
         })
     }
 
+    /// A stack of its own for a device that records a trace: each lower's (shared) bytes are
+    /// wrapped so the recorder sees every read, and the merged index is not shared.
+    fn open_recording_stack(
+        &self,
+        cfg: &DeviceConfig,
+        plan: &[Planned],
+        recorder: &Arc<TraceRecorder>,
+        config_path: &Path,
+    ) -> Result<Arc<LayerStack>> {
+        let layers = plan
+            .iter()
+            .map(|p| {
+                let index = u32::try_from(p.index).unwrap_or(u32::MAX);
+                self.open_layer(cfg, p)
+                    .map(|src| recorder.wrap(index, src))
+                    .and_then(LsmtLayer::open)
+                    .map_err(|e| lower_err(config_path, p.index, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stack = LayerStack::from_layers(layers).map_err(|e| e.with_path(config_path))?;
+        Ok(Arc::new(stack))
+    }
+
+    /// Open one lower as an LSMT layer. A remote lower whose header or index fails its
+    /// checks has its cached bytes dropped and is opened once more from the registry.
+    fn open_lsmt(&self, cfg: &DeviceConfig, p: &Planned) -> Result<LsmtLayer<Arc<dyn ReadAt>>> {
+        let first = self.open_layer(cfg, p).and_then(LsmtLayer::open);
+        match (&first, &p.key, &self.remote) {
+            (Err(e), LayerKey::Remote(digest), Some(remote)) if is_bad_bytes(e.kind()) => {
+                tracing::warn!(
+                    digest = %digest,
+                    "remote layer failed to open ({e}); dropping its cached bytes and refetching once"
+                );
+                obd_metrics::Metrics::global().add_heal(digest);
+                remote.heal(digest);
+                self.open_layer(cfg, p).and_then(LsmtLayer::open)
+            }
+            _ => first,
+        }
+    }
+
     /// The unwrapped bytes of one lower, shared by key.
     fn open_layer(&self, cfg: &DeviceConfig, p: &Planned) -> Result<Arc<dyn ReadAt>> {
-        self.layers.get_or_try_insert(&p.key, || {
-            let raw: Arc<dyn ReadAt> = match &p.location {
-                LayerLocation::Local(path) => Arc::new(FileDevice::open(path)?),
-                LayerLocation::Remote { digest, size, dir } => {
-                    self.open_remote(cfg, p.index, digest, *size, dir.as_deref())?
+        self.layers.get_or_try_insert(&p.key, || match &p.location {
+            LayerLocation::Local(path) => Ok(unwrap_blob(Arc::new(FileDevice::open(path)?))?.inner),
+            LayerLocation::Remote { digest, size, dir } => {
+                let raw = self.open_remote(cfg, p.index, digest, *size, dir.as_deref())?;
+                let inner = unwrap_blob(raw)?.inner;
+                match &self.remote {
+                    Some(r) => Ok(Arc::new(HealingRead::new(inner, r.clone(), digest))),
+                    None => Ok(inner),
                 }
-            };
-            Ok(unwrap_blob(raw)?.inner)
+            }
         })
+    }
+
+    /// Start background downloads of the device's remote lowers that have a `dir`.
+    fn start_downloads(&self, cfg: &DeviceConfig, plan: &[Planned]) {
+        let (Some(remote), Some(url)) = (&self.remote, cfg.repo_blob_url.as_deref()) else {
+            return;
+        };
+        let dl = cfg.effective_download(&self.global);
+        if !dl.enable {
+            return;
+        }
+        for p in plan {
+            if let LayerLocation::Remote {
+                digest,
+                size,
+                dir: Some(dir),
+            } = &p.location
+            {
+                let req = RemoteBlob {
+                    repo_blob_url: url,
+                    digest,
+                    size: *size,
+                    dir: Some(dir),
+                    layer_index: p.index,
+                };
+                remote.start_download(&req, dl);
+            }
+        }
+    }
+
+    /// Status of the remote layers (cache fill, background download).
+    pub fn remote_status(&self) -> Vec<crate::source::RemoteLayerStatus> {
+        self.remote
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.layer_status())
     }
 
     fn open_remote(
@@ -325,9 +453,13 @@ impl ImageService {
             )));
         };
         let Some(remote) = &self.remote else {
+            let why = self
+                .no_remote_reason
+                .as_deref()
+                .unwrap_or("no remote source configured");
             return Err(Error::unsupported(format!(
                 "layer {digest} is {local}, and this service has no registry access to fetch \
-                 it (no remote source configured)"
+                 it ({why})"
             )));
         };
         let req = RemoteBlob {
@@ -350,6 +482,11 @@ impl ImageService {
         }
         Ok(raw)
     }
+}
+
+/// An error of lower `i`, prefixed with the config file and the lower.
+fn lower_err(config_path: &Path, i: usize, e: Error) -> Error {
+    Error::new(e.kind(), format!("lowers[{i}]: {e}")).with_path(config_path)
 }
 
 /// Run `f` over `items` on up to [`MAX_OPEN_THREADS`] threads; results in item order.

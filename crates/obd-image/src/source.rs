@@ -16,6 +16,7 @@ use std::sync::Arc;
 use obd_core::{Error, ErrorKind, ReadAt, Result};
 
 use crate::config::device::{DIR_LAYER_NAMES, LowerConfig};
+use crate::config::global::DownloadConfig;
 
 /// Where a lower's blob bytes come from when they are not a local file.
 ///
@@ -25,6 +26,41 @@ pub trait RemoteSource: Send + Sync {
     /// Raw bytes of blob `digest` of `repo_blob_url` (may be tar-wrapped / ZFile; unwrapping
     /// happens above).
     fn open_blob(&self, req: &RemoteBlob<'_>) -> Result<Arc<dyn ReadAt>>;
+
+    /// Bytes of blob `digest` failed a format check above the seam (ZFile CRC, LSMT header
+    /// or index): drop whatever is cached of it, so the next read refetches. Default: no-op.
+    fn heal(&self, _digest: &str) {}
+
+    /// A device using `req` opened with background download enabled: fetch the whole blob
+    /// into `req.dir` and switch to the local file. Default: no-op.
+    fn start_download(&self, _req: &RemoteBlob<'_>, _cfg: &DownloadConfig) {}
+
+    /// What the source knows about its remote layers (download progress), for status output.
+    fn layer_status(&self) -> Vec<RemoteLayerStatus> {
+        Vec::new()
+    }
+}
+
+/// The state of one remote layer, for `obd status` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteLayerStatus {
+    /// Blob digest.
+    pub digest: String,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// Bytes held by the shared cache.
+    pub cached_bytes: u64,
+    /// Background download: `none`, `waiting`, `running`, `done`, `failed`.
+    pub download: String,
+    /// Background download: bytes written so far.
+    pub downloaded_bytes: u64,
+    /// Background download: attempts made.
+    pub download_attempts: u32,
+    /// Background download: the last error, if any.
+    pub download_error: Option<String>,
+    /// The local file the layer reads from after download, if switched.
+    pub local_file: Option<PathBuf>,
 }
 
 /// A request for a remote blob.

@@ -52,12 +52,23 @@ fn classify(files: &[PathBuf]) -> Result<Vec<Part>> {
 }
 
 /// Open a read view of the virtual device made of `files` (bottom to top), or of a
-/// `config.v1.json` when a single `.json` file is given. Config warnings go to stderr.
-pub fn open_device(files: &[PathBuf]) -> Result<Arc<dyn ReadAt>> {
-    let service = ImageService::new(GlobalConfig::default());
+/// `config.v1.json` when a single `.json` file is given. Config warnings go to stderr. A
+/// config whose lowers name registry blobs reads them with the registry and cache settings
+/// of the global config `service_config` (built-in defaults when it does not exist).
+pub fn open_device(files: &[PathBuf], service_config: &Path) -> Result<Arc<dyn ReadAt>> {
     if let [one] = files
         && one.extension().is_some_and(|e| e == "json")
     {
+        let cfg = DeviceConfig::load(one)?.value;
+        let mut service = ImageService::new(GlobalConfig::default());
+        if cfg.lowers.iter().any(|l| l.digest.is_some()) {
+            let global = GlobalConfig::load_or_default(service_config)?.value;
+            let (src, warnings) = obd_image::RegistrySource::from_global(&global)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            service = ImageService::new(global).with_remote(Arc::new(src));
+        }
         let dev = service.open(one)?;
         for w in &dev.info().warnings {
             eprintln!("warning: {w}");
@@ -67,6 +78,7 @@ pub fn open_device(files: &[PathBuf]) -> Result<Arc<dyn ReadAt>> {
     if files.is_empty() {
         bail!("no layer files given");
     }
+    let service = ImageService::new(GlobalConfig::default());
     let mut cfg = DeviceConfig::default();
     for p in classify(files)? {
         match p {

@@ -22,7 +22,8 @@
 //! intuitive one for those that do not.) Using a legacy key, or setting both spellings,
 //! adds a warning.
 //!
-//! overlaybd-rs adds one block of its own, `daemon` ([`DaemonConfig`]), and moves the
+//! overlaybd-rs adds two blocks of its own, `daemon` ([`DaemonConfig`]) and `registry`
+//! ([`RegistryConfig`]), and moves the
 //! metrics port default to 9866 ([`DEFAULT_EXPORTER_PORT`]).
 
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use serde::Serialize;
 
 pub use super::global_blocks::{
     CertConfig, DEFAULT_EXPORTER_PORT, DaemonConfig, DownloadConfig, ExporterConfig,
-    GzipCacheConfig, P2pConfig, PrefetchConfig, ServiceConfig,
+    GzipCacheConfig, P2pConfig, PrefetchConfig, RegistryConfig, RegistryHostConfig, ServiceConfig,
 };
 use super::global_raw::{RawGlobal, Resolver};
 use super::{Loaded, config_error, parse_json, read_text};
@@ -78,6 +79,8 @@ pub struct GlobalConfig {
     pub service_config: ServiceConfig,
     /// overlaybd-rs daemon control socket and state.
     pub daemon: DaemonConfig,
+    /// overlaybd-rs registry client settings (timeouts, retries, per-host TLS).
+    pub registry: RegistryConfig,
 }
 
 /// Logging (`logConfig`, legacy `logLevel` / `logPath`).
@@ -207,6 +210,7 @@ impl Default for GlobalConfig {
             user_agent: concat!("overlaybd-rs/", env!("CARGO_PKG_VERSION")).into(),
             service_config: ServiceConfig::default(),
             daemon: DaemonConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -330,6 +334,13 @@ fn resolve(raw: RawGlobal, name: &str, warnings: &mut Vec<String>) -> Result<Glo
         ));
     }
     check_download(&raw.download, name, "download")?;
+    if raw.registry.timeout_secs == 0 {
+        return Err(config_error(
+            name,
+            "registry.timeoutSecs",
+            "must be at least 1 second",
+        ));
+    }
     let registry_fs_version = raw.registry_fs_version.unwrap_or(d.registry_fs_version);
     if registry_fs_version != "v1" && registry_fs_version != "v2" {
         r.warnings.push(format!(
@@ -388,6 +399,7 @@ fn resolve(raw: RawGlobal, name: &str, warnings: &mut Vec<String>) -> Result<Glo
         user_agent: raw.user_agent.unwrap_or(d.user_agent),
         service_config: raw.service_config,
         daemon: raw.daemon,
+        registry: raw.registry,
     })
 }
 

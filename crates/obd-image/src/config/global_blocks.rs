@@ -174,3 +174,47 @@ impl Default for DaemonConfig {
         }
     }
 }
+
+/// overlaybd-rs's own block (`registry`): how the registry client behaves. Upstream has
+/// fixed values (30 s per read, 3 retries) and no per-host TLS settings.
+///
+/// ```json
+/// "registry": {
+///   "timeoutSecs": 30, "retries": 3, "dockerConfig": true,
+///   "hosts": { "registry.local:5000": { "insecure": false, "caFile": "/etc/ssl/my-ca.pem" } }
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RegistryConfig {
+    /// One deadline per read, retries included, in seconds. Default 30.
+    pub timeout_secs: u32,
+    /// Extra attempts after a failed range request. Default 3.
+    pub retries: u32,
+    /// Also take credentials from the docker `config.json` (`$DOCKER_CONFIG` or
+    /// `~/.docker/config.json`) when `credentialConfig` has none. Default `true`.
+    pub docker_config: bool,
+    /// Per-host TLS settings, keyed `host` or `host:port`.
+    pub hosts: std::collections::BTreeMap<String, RegistryHostConfig>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            timeout_secs: 30,
+            retries: 3,
+            docker_config: true,
+            hosts: Default::default(),
+        }
+    }
+}
+
+/// TLS settings for one registry host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RegistryHostConfig {
+    /// Do not verify the server certificate. Default `false`; a warning is logged.
+    pub insecure: bool,
+    /// An extra CA certificate (PEM) trusted for this host.
+    pub ca_file: Option<PathBuf>,
+}

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::global_blocks::{
     CertConfig, DaemonConfig, DownloadConfig, ExporterConfig, GzipCacheConfig, P2pConfig,
-    PrefetchConfig, ServiceConfig,
+    PrefetchConfig, RegistryConfig, ServiceConfig,
 };
 use super::{object, opt_string};
 
@@ -43,6 +43,7 @@ pub(super) struct RawGlobal {
     pub(super) service_config: ServiceConfig,
     #[serde(deserialize_with = "object")]
     pub(super) daemon: DaemonConfig,
+    pub(super) registry: RegistryConfig,
     // Legacy keys.
     pub(super) log_level: Option<u32>,
     pub(super) log_path: Option<String>,

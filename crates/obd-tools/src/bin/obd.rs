@@ -1,7 +1,7 @@
 //! `obd`: the umbrella command of overlaybd-rs.
 
 use clap::{Parser, Subcommand};
-use obd_tools::cmd::{commit, create, daemon, inspect, merge, rw, zfile};
+use obd_tools::cmd::{cache, commit, create, daemon, inspect, merge, rw, zfile};
 
 /// overlaybd-rs: build, inspect, read and attach overlaybd layered block images.
 #[derive(Parser)]
@@ -39,6 +39,8 @@ enum Command {
     Status(daemon::StatusArgs),
     /// Stop the daemon: flush and unmount every device (they come back on the next start).
     Stop(daemon::StopArgs),
+    /// The shared registry cache: list, evict least recently used, clear.
+    Cache(cache::CacheArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,5 +59,6 @@ fn main() -> std::process::ExitCode {
         Command::List(a) => daemon::list(a),
         Command::Status(a) => daemon::status(a),
         Command::Stop(a) => daemon::stop(a),
+        Command::Cache(a) => cache::run(a),
     })
 }

@@ -206,10 +206,14 @@ pub struct StatusArgs {
     pub conn: ConnArgs,
 }
 
-/// Print the daemon's health; fails when no daemon answers.
+/// Print the daemon's health and its remote layers (cache fill, background download
+/// progress); fails when no daemon answers.
 pub fn status(a: &StatusArgs) -> Result<()> {
-    let h = a.conn.client()?.health()?;
-    println!("{}", serde_json::to_string_pretty(&h)?);
+    let c = a.conn.client()?;
+    let h = c.health()?;
+    let layers = c.layers()?;
+    let v = serde_json::json!({ "health": h, "remoteLayers": layers });
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! One module per command. Each has an `Args` struct (clap derive) shared by the drop-in
 //! binary and the `obd` subcommand, and a `run` function.
 
+pub mod cache;
 pub mod commit;
 pub mod create;
 pub mod daemon;

@@ -23,6 +23,11 @@ pub struct ReadArgs {
     /// Number of bytes (default: to the end of the device).
     #[arg(long = "len")]
     pub len: Option<u64>,
+    /// The global config whose registry, credential and cache settings apply to a config
+    /// with remote lowers.
+    #[arg(long = "service-config", value_name = "FILE",
+          default_value = obd_image::config::global::DEFAULT_GLOBAL_CONFIG_PATH)]
+    pub service_config: PathBuf,
 }
 
 /// Arguments of `obd write`.
@@ -42,7 +47,7 @@ pub struct WriteArgs {
 
 /// Copy the device range to stdout.
 pub fn read(a: &ReadArgs) -> Result<()> {
-    let dev = open_device(&a.layers)?;
+    let dev = open_device(&a.layers, &a.service_config)?;
     let size = obd_core::ReadAt::size(dev.as_ref());
     if a.offset > size {
         bail!(
