@@ -56,15 +56,19 @@ if [ -n "$why" ]; then
 fi
 cat > overlaybd.json <<JSON
 { "logConfig": { "logPath": "$work/obd.log" },
+  "cacheConfig": { "cacheDir": "$work/cache", "cacheSizeGB": 1 },
+  "registry": { "dockerConfig": false },
   "daemon": { "socket": "$work/obd.sock", "stateDir": "$work/state" } }
 JSON
 svc=(--service-config "$work/overlaybd.json")
 loop=""
+registry_pid=""
 stop_all() {
   set +e
   mountpoint -q "$work/mnt" && umount "$work/mnt"
   [ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
   [ -S "$work/obd.sock" ] && "$bin/obd" stop "${svc[@]}" 2>/dev/null
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null
   rm -rf "$work"
 }
 trap stop_all EXIT
@@ -99,4 +103,51 @@ cat mnt/etc/motd
 cmp -s mnt/input.bin input.bin && echo "input.bin read back through the two-layer image: identical"
 umount mnt && losetup -d "$loop" && loop=""
 "$bin/obd" detach "$work/ro.img" "${svc[@]}"
+"$bin/obd" stop "${svc[@]}"
+
+why=""
+command -v docker-registry >/dev/null || why="docker-registry missing (apt-get install docker-registry)"
+[ -z "$why" ] && ! command -v curl >/dev/null && why="curl missing"
+if [ -n "$why" ]; then
+  echo "registry part skipped: $why"
+  exit 0
+fi
+echo "-- lazy loading: push both layers to a local docker-registry, attach them by digest"
+port=$(( 20000 + RANDOM % 20000 ))
+cat > registry.yml <<YML
+version: 0.1
+log: { level: warn, accesslog: { disabled: true } }
+storage: { filesystem: { rootdirectory: $work/registry } }
+http: { addr: 127.0.0.1:$port, secret: obd-demo }
+YML
+docker-registry serve registry.yml > registry.log 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+blobs="http://127.0.0.1:$port/v2/demo/image/blobs"
+lowers=""
+image_size=0
+for f in base.commit layer2.commit; do
+  digest="sha256:$(sha256sum "$f" | cut -d' ' -f1)"
+  size=$(stat -c%s "$f")
+  loc=$(curl -sfi -X POST "$blobs/uploads/" | awk -F': ' 'tolower($1)=="location"{print $2}' | tr -d '\r')
+  curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$f" "$loc&digest=$digest"
+  lowers="$lowers${lowers:+, }{ \"digest\": \"$digest\", \"size\": $size }"
+  image_size=$((image_size + size))
+done
+cat > remote.json <<JSON
+{ "repoBlobUrl": "$blobs", "lowers": [ $lowers ], "resultFile": "$work/remote.result" }
+JSON
+cat remote.json
+"$bin/obd" attach remote.json --fuse "$work/remote.img" "${svc[@]}"
+loop=$(losetup -r -f --show "$work/remote.img")
+mount -o ro "$loop" mnt
+cat mnt/etc/motd
+fetched=$("$bin/obd" status "${svc[@]}" | grep -o '"cachedBytes": [0-9]*' | awk '{s += $2} END {print s}')
+echo "mounted the remote image after fetching $fetched of $image_size bytes"
+cmp -s mnt/input.bin input.bin && echo "input.bin read lazily from the registry: identical"
+fetched=$("$bin/obd" status "${svc[@]}" | grep -o '"cachedBytes": [0-9]*' | awk '{s += $2} END {print s}')
+echo "after reading input.bin: $fetched of $image_size bytes fetched"
+"$bin/obd" cache ls "${svc[@]}"
+umount mnt && losetup -d "$loop" && loop=""
+"$bin/obd" detach "$work/remote.img" "${svc[@]}"
 "$bin/obd" stop "${svc[@]}"

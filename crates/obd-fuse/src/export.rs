@@ -24,7 +24,10 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 const OUTSIDE_UMOUNT_WAIT: Duration = Duration::from_secs(1);
 
 /// Pauses (ms) between unmount attempts that failed with EBUSY.
-const BUSY_RETRIES: [u64; 5] = [10, 20, 40, 80, 160];
+/// Pauses (ms) between unmount attempts while the mount is busy: ~3 s in all, because a loop
+/// device just detached with `losetup -d` releases the file only after its last opener
+/// (udev's blkid probe, say) closes it.
+const BUSY_RETRIES: [u64; 9] = [10, 20, 40, 80, 160, 320, 640, 800, 1000];
 
 /// A block device exported as one regular file through FUSE.
 ///
@@ -343,8 +346,8 @@ impl FuseExport {
         }
         let mut res = unmount(&self.path, flags);
         // A process forked by any thread of this one holds a copy of every open fd until it
-        // execs, which makes the mount busy for a moment: retry briefly before reporting a
-        // real user (a loop device) of the file.
+        // execs, and a loop device being detached holds the file until its last opener
+        // closes: retry for a few seconds before reporting a real user of the file.
         for pause in BUSY_RETRIES {
             if res != Err(rustix::io::Errno::BUSY) {
                 break;

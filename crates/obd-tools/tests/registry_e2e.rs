@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use obd_testkit::{RegistryOpts, RegistryServer};
+use obd_testkit::{PushedLayer, RegistryOpts, RegistryServer};
 use serde_json::json;
 use svc::*;
 
@@ -93,6 +93,7 @@ fn remote_image_attached_lazily_over_fuse() {
     // Push both layers; the config names them by digest only.
     let repo = "test/fs";
     let mut lowers = Vec::new();
+    let mut pushed = Vec::new();
     let mut total = 0;
     for blob in [&base, &layer1] {
         let digest = reg.push_blob_file(repo, blob);
@@ -100,7 +101,28 @@ fn remote_image_attached_lazily_over_fuse() {
         let size = fs::metadata(blob).unwrap().len();
         total += size;
         lowers.push(json!({ "digest": digest, "size": size }));
+        pushed.push(
+            PushedLayer::new(
+                digest.clone(),
+                size,
+                "application/vnd.oci.image.layer.v1.tar",
+            )
+            .with_annotation("containerd.io/snapshot/overlaybd/blob-digest", &digest)
+            .with_annotation(
+                "containerd.io/snapshot/overlaybd/blob-size",
+                size.to_string(),
+            )
+            .with_annotation("containerd.io/snapshot/overlaybd/version", "0.1.0"),
+        );
     }
+    // An image manifest, as the snapshotter would find it.
+    let diff_ids: Vec<_> = pushed.iter().map(|l| l.digest.clone()).collect();
+    let image_config = json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    let manifest = reg.push_image(repo, "latest", &pushed, image_config.to_string().as_bytes());
+    assert!(manifest.starts_with("sha256:"));
     let cfg = p.join("remote.json");
     fs::write(
         &cfg,

@@ -16,10 +16,10 @@ pub struct ConnArgs {
     /// The global config (its `daemon.socket` names the control socket; built-in defaults
     /// when the file is absent).
     #[arg(long = "service-config", alias = "service_config_path", value_name = "FILE",
-          default_value = DEFAULT_SERVICE_CONFIG)]
+          default_value = DEFAULT_SERVICE_CONFIG, global = true)]
     pub service_config: PathBuf,
     /// The daemon's control socket, overriding the global config.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub socket: Option<PathBuf>,
 }
 
