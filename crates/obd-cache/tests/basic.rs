@@ -234,7 +234,7 @@ fn directory_lock_and_offline_tools() {
             (153_000, 3, 10 << 20, 4096)
         );
         let json = serde_json::to_string(&cache.list()).unwrap();
-        assert!(json.contains("cached_bytes"), "{json}");
+        assert!(json.contains("cachedBytes"), "{json}");
     }
     let list = scan_dir(dir.path()).unwrap();
     assert_eq!(list.len(), 3);
