@@ -49,7 +49,6 @@ impl ReadAt for HealingRead {
                     len = buf.len(),
                     "remote layer failed a check ({e}); dropping its cached bytes and refetching once"
                 );
-                obd_metrics::Metrics::global().add_heal(&self.digest);
                 self.remote.heal(&self.digest);
                 self.inner.read_exact_at(buf, offset)
             }

@@ -373,7 +373,6 @@ impl ImageService {
                     digest = %digest,
                     "remote layer failed to open ({e}); dropping its cached bytes and refetching once"
                 );
-                obd_metrics::Metrics::global().add_heal(digest);
                 remote.heal(digest);
                 self.open_layer(cfg, p).and_then(LsmtLayer::open)
             }

@@ -236,6 +236,7 @@ impl Task {
             .map_err(|e| fail(Error::io("stat", e).with_path(&partial)))?
             .len();
         let mut offset = if restart || have > self.size { 0 } else { have };
+        let resumed_at = offset;
         file.set_len(offset)
             .map_err(|e| fail(Error::io("truncate", e).with_path(&partial)))?;
         let mut hasher = Sha256::new();
@@ -256,7 +257,7 @@ impl Task {
             offset += n as u64;
             self.set(|s| s.done = offset);
             Metrics::global().set_download(&self.digest, offset, self.size);
-            pace.wait(offset - have.min(offset));
+            pace.wait(offset - resumed_at);
         }
         file.sync_all()
             .map_err(|e| fail(Error::io("fsync", e).with_path(&partial)))?;

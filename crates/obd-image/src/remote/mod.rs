@@ -53,17 +53,14 @@ impl RegistrySource {
     pub fn from_global(g: &GlobalConfig) -> Result<(RegistrySource, Vec<String>)> {
         let mut warnings = Vec::new();
         let registry = Registry::new(registry_options(g, &mut warnings)?)?;
-        let cache = match cache_options(g, &mut warnings) {
-            Some(opts) => match BlobCache::open(opts) {
-                Ok(c) => Some(c),
-                // Another process (the daemon) owns the cache: read without it.
-                Err(e) if e.kind() == obd_core::ErrorKind::AlreadyExists => {
-                    warnings.push(format!("{e}; reading without the cache"));
-                    None
-                }
-                Err(e) => return Err(e),
-            },
-            None => None,
+        let cache = match BlobCache::open(cache_options(g, &mut warnings)) {
+            Ok(c) => Some(c),
+            // Another process (the daemon) owns the cache: read without it.
+            Err(e) if e.kind() == obd_core::ErrorKind::AlreadyExists => {
+                warnings.push(format!("{e}; reading without the cache"));
+                None
+            }
+            Err(e) => return Err(e),
         };
         Ok((RegistrySource::new(registry, cache), warnings))
     }
@@ -122,7 +119,7 @@ impl RemoteSource for RegistrySource {
         let (Some(dir), Some(layer)) = (req.dir, self.live_layer(req.digest)) else {
             return;
         };
-        if cfg.enable && !layer.is_local() {
+        if !layer.is_local() {
             self.downloads.start(&layer, dir, cfg);
         }
     }

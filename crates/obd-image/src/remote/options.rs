@@ -91,7 +91,7 @@ pub fn registry_options(g: &GlobalConfig, warnings: &mut Vec<String>) -> Result<
 /// Cache options from `cacheConfig`. `ocf` and `download` cache types fall back to the file
 /// cache with a warning. (Upstream bypasses its cache when a P2P proxy is used; here blobs
 /// fetched through the proxy are cached like any other.)
-pub fn cache_options(g: &GlobalConfig, warnings: &mut Vec<String>) -> Option<CacheOptions> {
+pub fn cache_options(g: &GlobalConfig, warnings: &mut Vec<String>) -> CacheOptions {
     let c = &g.cache_config;
     if c.cache_type != CacheType::File {
         warnings.push(format!(
@@ -100,9 +100,9 @@ pub fn cache_options(g: &GlobalConfig, warnings: &mut Vec<String>) -> Option<Cac
             c.cache_dir.display()
         ));
     }
-    Some(CacheOptions {
+    CacheOptions {
         dir: c.cache_dir.clone(),
         capacity: u64::from(c.cache_size_gb) << 30,
         refill: c.refill_size,
-    })
+    }
 }

@@ -89,6 +89,9 @@ impl Daemon {
         let cfg = serde_json::json!({
             "logConfig": { "logLevel": 1, "logPath": log, "logSizeMB": 1, "logRotateNum": 2 },
             "daemon": { "socket": socket, "stateDir": dir.join("state") },
+            // Each test daemon has its own registry cache (not the machine's default dir).
+            "cacheConfig": { "cacheDir": dir.join("cache") },
+            "registry": { "dockerConfig": false },
         });
         fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
         Daemon {
